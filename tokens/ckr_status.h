@@ -1,0 +1,29 @@
+// The one table from PKCS#11 return values to absl::StatusCode (STYLE.md §2).
+#ifndef SMIME_TOKENS_CKR_STATUS_H_
+#define SMIME_TOKENS_CKR_STATUS_H_
+
+#include <p11-kit/pkcs11.h>
+
+#include <optional>
+#include "absl/strings/string_view.h"
+
+#include "absl/status/status.h"
+
+namespace smime::tokens {
+
+// "CKR_PIN_INCORRECT" etc.; "CKR_0x..." for values the table lacks.
+std::string CkrName(CK_RV rv);
+
+// The status code a caller sees for `rv`.
+absl::StatusCode CodeForCkr(CK_RV rv);
+
+// A Status for a failed call `fn` (e.g. "C_Sign") that carries `rv` as a
+// payload (see CkrOf) and a message a user can act on.
+absl::Status CkrStatus(absl::string_view fn, CK_RV rv);
+
+// The CK_RV a Status from CkrStatus carries, if any.
+std::optional<CK_RV> CkrOf(const absl::Status& status);
+
+}  // namespace smime::tokens
+
+#endif  // SMIME_TOKENS_CKR_STATUS_H_

@@ -1,0 +1,56 @@
+// Ownership of OpenSSL objects and conversion of OpenSSL's error queue into
+// absl::Status (STYLE.md §4). Every OpenSSL object the project holds lives in
+// an SslPtr; on failure the whole error queue is drained into the Status so
+// the next request starts clean.
+#ifndef SMIME_TOKENS_OSSL_H_
+#define SMIME_TOKENS_OSSL_H_
+
+#include <openssl/bio.h>
+#include <openssl/bn.h>
+#include <openssl/ec.h>
+#include <openssl/evp.h>
+#include <openssl/param_build.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+
+#include <memory>
+#include <string>
+#include "absl/strings/string_view.h"
+
+#include "absl/status/status.h"
+
+namespace smime {
+
+template <class T>
+struct SslFree;
+#define SMIME_SSL_FREE(T, fn) \
+  template <>                 \
+  struct SslFree<T> {         \
+    void operator()(T* p) const { fn(p); } \
+  }
+SMIME_SSL_FREE(BIO, BIO_free_all);
+SMIME_SSL_FREE(BIGNUM, BN_free);
+SMIME_SSL_FREE(EVP_PKEY, EVP_PKEY_free);
+SMIME_SSL_FREE(EVP_PKEY_CTX, EVP_PKEY_CTX_free);
+SMIME_SSL_FREE(EVP_MD_CTX, EVP_MD_CTX_free);
+SMIME_SSL_FREE(X509, X509_free);
+SMIME_SSL_FREE(ECDSA_SIG, ECDSA_SIG_free);
+SMIME_SSL_FREE(OSSL_PARAM_BLD, OSSL_PARAM_BLD_free);
+SMIME_SSL_FREE(OSSL_PARAM, OSSL_PARAM_free);
+SMIME_SSL_FREE(ASN1_OBJECT, ASN1_OBJECT_free);
+SMIME_SSL_FREE(GENERAL_NAMES, GENERAL_NAMES_free);
+#undef SMIME_SSL_FREE
+
+template <class T>
+using SslPtr = std::unique_ptr<T, SslFree<T>>;
+
+// Returns a Status with `code` and message "<what>: <queued OpenSSL errors>",
+// emptying the thread's OpenSSL error queue.
+absl::Status SslError(absl::StatusCode code, absl::string_view what);
+
+// Empties the thread's OpenSSL error queue, discarding it.
+void ClearSslErrors();
+
+}  // namespace smime
+
+#endif  // SMIME_TOKENS_OSSL_H_

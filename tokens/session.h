@@ -1,0 +1,84 @@
+// Token sessions as move-only handles, drawn from a per-slot pool
+// (STYLE.md §5, §6). No raw CK_SESSION_HANDLE leaves tokens/.
+#ifndef SMIME_TOKENS_SESSION_H_
+#define SMIME_TOKENS_SESSION_H_
+
+#include <p11-kit/pkcs11.h>
+
+#include <memory>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "tokens/module.h"
+
+namespace smime::tokens {
+
+class SessionPool;
+
+// A session borrowed from a SessionPool; returned to it on destruction.
+class Session {
+ public:
+  Session() = default;
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+  Session(Session&& other) noexcept;
+  Session& operator=(Session&& other) noexcept;
+  ~Session();
+
+  CK_SESSION_HANDLE handle() const { return handle_; }
+  // The session is in an unknown state (operation left active, token gone):
+  // close it instead of returning it to the pool.
+  void MarkBroken() { broken_ = true; }
+
+ private:
+  friend class SessionPool;
+  Session(SessionPool* pool, CK_SESSION_HANDLE handle, uint64_t generation)
+      : pool_(pool), handle_(handle), generation_(generation) {}
+  void Reset() noexcept;
+
+  SessionPool* pool_ = nullptr;
+  CK_SESSION_HANDLE handle_ = CK_INVALID_HANDLE;
+  uint64_t generation_ = 0;
+  bool broken_ = false;
+};
+
+// Up to `max_sessions` read-write sessions on one slot. Callers wait (until
+// their deadline) when all are busy. The pool must outlive its Sessions.
+class SessionPool {
+ public:
+  SessionPool(std::shared_ptr<Module> module, CK_SLOT_ID slot, size_t max_sessions);
+  SessionPool(const SessionPool&) = delete;
+  SessionPool& operator=(const SessionPool&) = delete;
+  ~SessionPool();
+
+  // A free session, opening one if fewer than max_sessions are open.
+  // RESOURCE_EXHAUSTED when none frees up before `deadline`.
+  absl::StatusOr<Session> Acquire(absl::Time deadline);
+
+  // Closes idle sessions now and busy ones when they come back (after the
+  // token was removed, its sessions are dead).
+  void Invalidate();
+
+  size_t max_sessions() const { return max_sessions_; }
+  size_t open_sessions() const;
+
+ private:
+  friend class Session;
+  void Release(CK_SESSION_HANDLE handle, uint64_t generation, bool broken) noexcept;
+  void Close(CK_SESSION_HANDLE handle) noexcept;
+
+  std::shared_ptr<Module> module_;
+  const CK_SLOT_ID slot_;
+  const size_t max_sessions_;
+  mutable absl::Mutex mu_;
+  std::vector<CK_SESSION_HANDLE> idle_ ABSL_GUARDED_BY(mu_);
+  size_t open_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t generation_ ABSL_GUARDED_BY(mu_) = 1;
+};
+
+}  // namespace smime::tokens
+
+#endif  // SMIME_TOKENS_SESSION_H_

@@ -1,0 +1,189 @@
+// One PKCS#11 token: login, key discovery and pairing, and the private-key
+// operations (sign a digest, RSA-decrypt, generate). Knows nothing of gRPC
+// or MIME.
+#ifndef SMIME_TOKENS_TOKEN_H_
+#define SMIME_TOKENS_TOKEN_H_
+
+#include <openssl/evp.h>
+#include <openssl/x509.h>
+#include <p11-kit/pkcs11.h>
+
+#include <atomic>
+#include <memory>
+#include <optional>
+#include <string>
+#include "absl/strings/string_view.h"
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "tokens/certificate.h"
+#include "tokens/module.h"
+#include "tokens/pin.h"
+#include "tokens/session.h"
+
+namespace smime::tokens {
+
+enum class KeyAlgorithm { kRsa, kEc, kOther };
+
+// A private key found on the token, with its public key and (if paired)
+// certificate. Immutable once published; shared by readers.
+class Key {
+ public:
+  const std::string& id() const { return id_; }  // raw CKA_ID bytes
+  std::string id_hex() const;                     // lower-case hex
+  const std::string& label() const { return label_; }
+  KeyAlgorithm algorithm() const { return algorithm_; }
+  int bits() const { return bits_; }  // RSA modulus bits, EC field bits
+  // "rsa2048", "p256", "p384", "rsa1024", "ec-secp521r1", ...
+  const std::string& short_name() const { return short_name_; }
+  const std::string& uri() const { return uri_; }
+  bool can_sign() const { return can_sign_; }
+  bool can_decrypt() const { return can_decrypt_; }
+  bool can_derive() const { return can_derive_; }
+  // Null when the token holds neither the public key nor a certificate for
+  // it (possible for EC private keys alone).
+  EVP_PKEY* public_key() const { return public_key_.get(); }
+  X509* certificate() const { return certificate_.get(); }  // null if none
+  const CertificateSummary& cert_summary() const { return cert_summary_; }
+
+ private:
+  friend class Token;
+  Key() = default;
+  CK_OBJECT_HANDLE handle_ = CK_INVALID_HANDLE;
+  std::string id_;
+  std::string label_;
+  KeyAlgorithm algorithm_ = KeyAlgorithm::kOther;
+  int bits_ = 0;
+  std::string short_name_;
+  std::string uri_;
+  bool can_sign_ = false;
+  bool can_decrypt_ = false;
+  bool can_derive_ = false;
+  std::shared_ptr<EVP_PKEY> public_key_;
+  std::shared_ptr<X509> certificate_;
+  CertificateSummary cert_summary_;
+};
+
+using KeyList = std::vector<std::shared_ptr<const Key>>;
+
+enum class SignMechanism {
+  kRsaPkcs1Sha256,  // RSASSA-PKCS1-v1_5 over a SHA-256 DigestInfo
+  kRsaPssSha256,    // RSASSA-PSS, SHA-256, MGF1-SHA-256, salt 32
+  kEcdsaSha256,     // ECDSA over a SHA-256 digest; DER signature out
+};
+
+enum class DecryptMechanism {
+  kRsaPkcs1,       // RSAES-PKCS1-v1_5
+  kRsaOaepSha1,    // RSAES-OAEP, SHA-1, MGF1-SHA-1, empty label
+  kRsaOaepSha256,  // RSAES-OAEP, SHA-256, MGF1-SHA-256, empty label
+};
+
+enum class KeySpec { kRsa2048, kRsa3072, kRsa4096, kEcP256, kEcP384 };
+
+const char* SignMechanismName(SignMechanism m);
+const char* DecryptMechanismName(DecryptMechanism m);
+
+struct TokenOptions {
+  // Token to use: a label, a serial number, or a "pkcs11:" URI naming token
+  // attributes. Empty: the only initialised token of the module.
+  std::string token;
+  // Upper bound on concurrent sessions (also capped by the token's
+  // ulMaxSessionCount).
+  size_t max_sessions = 8;
+};
+
+class Token {
+ public:
+  static absl::StatusOr<std::unique_ptr<Token>> Open(std::shared_ptr<Module> module,
+                                                     const TokenOptions& options);
+  Token(const Token&) = delete;
+  Token& operator=(const Token&) = delete;
+  ~Token();
+
+  // Logs the user in with `pin`, which the token keeps for re-login. Stops
+  // before trying when the token says the PIN is locked, or (unless
+  // `allow_final_try`) that the next wrong PIN locks it. A PIN the token
+  // refuses is dropped and never sent again.
+  absl::Status Login(SecretBuffer pin, bool allow_final_try = false);
+  void Logout();
+
+  // Re-reads keys and certificates from the token.
+  absl::Status Refresh();
+  // The current key list (a snapshot; cheap to take).
+  std::shared_ptr<const KeyList> Keys() const;
+  // Certificates on the token that pair with no private key (CA and
+  // correspondent certificates).
+  std::vector<std::shared_ptr<X509>> OtherCertificates() const;
+
+  absl::StatusOr<std::string> Sign(const Key& key, SignMechanism mechanism,
+                                   absl::string_view digest, absl::Time deadline);
+  // Every failure that depends on the ciphertext reads the same
+  // ("decryption failed"), so callers cannot be used as a padding oracle.
+  absl::StatusOr<std::string> Decrypt(const Key& key, DecryptMechanism mechanism,
+                                      absl::string_view ciphertext, absl::Time deadline);
+  // Generates a key pair: private part CKA_SENSITIVE, not CKA_EXTRACTABLE,
+  // CKA_ID = SHA-1 of the public key value. ALREADY_EXISTS if a key already
+  // has `label`.
+  absl::StatusOr<std::shared_ptr<const Key>> GenerateKey(KeySpec spec, absl::string_view label,
+                                                         absl::Time deadline);
+
+  const std::string& label() const { return label_; }
+  const std::string& serial() const { return serial_; }
+  const CK_TOKEN_INFO& info() const { return info_; }
+  size_t max_sessions() const { return pool_->max_sessions(); }
+
+ private:
+  Token(std::shared_ptr<Module> module, CK_SLOT_ID slot, const CK_TOKEN_INFO& info,
+        size_t max_sessions);
+  // Runs `op` on a pooled session; on CKR_USER_NOT_LOGGED_IN logs in again
+  // (with the kept PIN) and retries once; on token-removed errors drops the
+  // pool's sessions.
+  template <typename Op>
+  auto WithSession(absl::Time deadline, Op op) -> decltype(op(std::declval<Session&>()));
+  absl::Status Relogin();
+  absl::StatusOr<std::string> DecryptOnce(Session& s, const Key& key, CK_MECHANISM* mech,
+                                          absl::string_view ciphertext);
+  absl::StatusOr<std::string> DecryptOaepRaw(Session& s, const Key& key, const EVP_MD* md,
+                                             absl::string_view ciphertext);
+
+  std::shared_ptr<Module> module_;
+  const CK_SLOT_ID slot_;
+  CK_TOKEN_INFO info_;
+  std::string label_;
+  std::string serial_;
+  std::unique_ptr<SessionPool> pool_;
+  // Held open for the token's lifetime: closing a token's last session logs
+  // the user out.
+  CK_SESSION_HANDLE anchor_session_ = CK_INVALID_HANDLE;
+
+  absl::Mutex login_mu_;
+  SecretBuffer pin_ ABSL_GUARDED_BY(login_mu_);
+  bool pin_refused_ ABSL_GUARDED_BY(login_mu_) = false;
+
+  mutable absl::Mutex keys_mu_;
+  std::shared_ptr<const KeyList> keys_ ABSL_GUARDED_BY(keys_mu_);
+  std::vector<std::shared_ptr<X509>> other_certs_ ABSL_GUARDED_BY(keys_mu_);
+
+  // Set once the token refused OAEP with these parameters; then OAEP is
+  // decoded here from a raw RSA (CKM_RSA_X_509) result.
+  std::atomic<bool> oaep_sha1_raw_{false};
+  std::atomic<bool> oaep_sha256_raw_{false};
+};
+
+// Initialises the first token-less slot of `module` (SoftHSM's free slot) as
+// a new token named `label`, sets the user PIN, and returns nothing else:
+// reopen the module's slot list to find it. For the embedded store and
+// tests; real hardware is initialised with its vendor's tools.
+absl::Status InitializeToken(Module& module, absl::string_view label, const SecretBuffer& so_pin,
+                             const SecretBuffer& user_pin);
+
+// Hex encoding helpers shared by selectors and listings.
+std::string HexEncode(absl::string_view bytes);
+std::optional<std::string> HexDecode(absl::string_view hex);
+
+}  // namespace smime::tokens
+
+#endif  // SMIME_TOKENS_TOKEN_H_
