@@ -1,0 +1,64 @@
+// The Agent gRPC service: each handler authorizes the caller, validates,
+// resolves the key, calls the token and maps the result (STYLE.md §9).
+#ifndef SMIME_AGENT_SERVICE_H_
+#define SMIME_AGENT_SERVICE_H_
+
+#include <atomic>
+#include <string>
+
+#include "agent/audit.h"
+#include "agent/key_resolver.h"
+#include "agent/listener.h"
+#include "smime/agent/v1/agent.grpc.pb.h"
+#include "tokens/token.h"
+
+namespace smime::agent {
+
+struct ServiceOptions {
+  // Default wait for a token session when the caller set no deadline.
+  absl::Duration default_deadline = absl::Seconds(30);
+};
+
+class AgentService final : public v1::Agent::Service {
+ public:
+  AgentService(tokens::Token* token, const PeerRegistry* peers, const AuditLog* audit,
+               ServiceOptions options);
+
+  grpc::Status ListKeys(grpc::ServerContext* ctx, const v1::ListKeysRequest* req,
+                        v1::ListKeysResponse* resp) override;
+  grpc::Status GetCertificate(grpc::ServerContext* ctx, const v1::GetCertificateRequest* req,
+                              v1::GetCertificateResponse* resp) override;
+  grpc::Status GetPublicKey(grpc::ServerContext* ctx, const v1::GetPublicKeyRequest* req,
+                            v1::GetPublicKeyResponse* resp) override;
+  grpc::Status SignDigest(grpc::ServerContext* ctx, const v1::SignDigestRequest* req,
+                          v1::SignDigestResponse* resp) override;
+  grpc::Status DecryptKey(grpc::ServerContext* ctx, const v1::DecryptKeyRequest* req,
+                          v1::DecryptKeyResponse* resp) override;
+  grpc::Status GenerateKey(grpc::ServerContext* ctx, const v1::GenerateKeyRequest* req,
+                           v1::GenerateKeyResponse* resp) override;
+
+ private:
+  // The caller's credentials; PERMISSION_DENIED unless it runs as the
+  // agent's uid or root.
+  absl::StatusOr<PeerCred> Authorize(const grpc::ServerContext& ctx) const;
+  absl::StatusOr<std::shared_ptr<const tokens::Key>> Resolve(const v1::KeySelector& sel) const;
+  absl::Time Deadline(const grpc::ServerContext& ctx) const;
+  std::string NextRequestId();
+  // Runs `body` for an authorized caller and writes the operation's one
+  // audit line, whatever the outcome.
+  template <typename Body>
+  grpc::Status AuditedKeyOp(const grpc::ServerContext& ctx, const char* op,
+                            std::string key_description, Body body);
+
+  tokens::Token* token_;
+  const PeerRegistry* peers_;
+  const AuditLog* audit_;
+  ServiceOptions options_;
+  uid_t own_uid_;
+  std::string request_prefix_;
+  std::atomic<uint64_t> request_counter_{0};
+};
+
+}  // namespace smime::agent
+
+#endif  // SMIME_AGENT_SERVICE_H_
