@@ -1,0 +1,151 @@
+#include "client/client.h"
+
+#include <sys/stat.h>
+
+#include <chrono>
+#include <cstdlib>
+
+#include "absl/strings/str_cat.h"
+#include "common/paths.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/security/credentials.h"
+
+namespace smime::client {
+
+std::string ResolveSocketPath(const std::string& flag) {
+  if (!flag.empty()) return flag;
+  const char* env = std::getenv(kSocketEnv);
+  if (env != nullptr && env[0] != '\0') return env;
+  return DefaultSocketPath();
+}
+
+v1::KeySelector TextSelector(absl::string_view text) {
+  v1::KeySelector sel;
+  sel.set_text(std::string(text));
+  return sel;
+}
+
+absl::StatusOr<std::unique_ptr<AgentClient>> AgentClient::Connect(const std::string& socket_path,
+                                                                  absl::Duration timeout) {
+  struct stat st;
+  if (::stat(socket_path.c_str(), &st) != 0 || !S_ISSOCK(st.st_mode)) {
+    return absl::UnavailableError(absl::StrCat(
+        "no agent socket at ", socket_path, "; start smime-agent or pass --socket / set ",
+        kSocketEnv));
+  }
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(-1);
+  auto channel = grpc::CreateCustomChannel(absl::StrCat("unix:", socket_path),
+                                           grpc::InsecureChannelCredentials(), args);
+  return std::unique_ptr<AgentClient>(new AgentClient(socket_path, std::move(channel), timeout));
+}
+
+AgentClient::AgentClient(std::string socket_path, std::shared_ptr<grpc::Channel> channel,
+                         absl::Duration timeout)
+    : socket_path_(std::move(socket_path)), channel_(std::move(channel)),
+      stub_(v1::Agent::NewStub(channel_)), timeout_(timeout) {}
+
+void AgentClient::Prepare(grpc::ClientContext* ctx) const {
+  ctx->set_deadline(std::chrono::system_clock::now() + absl::ToChronoMilliseconds(timeout_));
+}
+
+absl::Status AgentClient::Convert(const grpc::Status& status) const {
+  if (status.ok()) return absl::OkStatus();
+  auto code = static_cast<absl::StatusCode>(static_cast<int>(status.error_code()));
+  if (status.error_code() == grpc::StatusCode::UNAVAILABLE) {
+    return absl::UnavailableError(absl::StrCat("the agent at ", socket_path_,
+                                               " is not answering (", status.error_message(), ")"));
+  }
+  return absl::Status(code, status.error_message());
+}
+
+absl::Status AgentClient::WaitReady(absl::Duration timeout) {
+  auto health = grpc::health::v1::Health::NewStub(channel_);
+  absl::Time deadline = absl::Now() + timeout;
+  grpc::Status last;
+  while (absl::Now() < deadline) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(absl::ToChronoTime(deadline));
+    ctx.set_wait_for_ready(true);
+    grpc::health::v1::HealthCheckRequest req;
+    grpc::health::v1::HealthCheckResponse resp;
+    last = health->Check(&ctx, req, &resp);
+    if (last.ok() && resp.status() == grpc::health::v1::HealthCheckResponse::SERVING) {
+      return absl::OkStatus();
+    }
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  return absl::DeadlineExceededError(absl::StrCat("the agent at ", socket_path_,
+                                                  " did not become ready in time"));
+}
+
+absl::StatusOr<std::vector<v1::KeyInfo>> AgentClient::ListKeys() {
+  grpc::ClientContext ctx;
+  Prepare(&ctx);
+  v1::ListKeysRequest req;
+  v1::ListKeysResponse resp;
+  if (absl::Status st = Convert(stub_->ListKeys(&ctx, req, &resp)); !st.ok()) return st;
+  return std::vector<v1::KeyInfo>(resp.keys().begin(), resp.keys().end());
+}
+
+absl::StatusOr<v1::GetCertificateResponse> AgentClient::GetCertificate(const v1::KeySelector& key) {
+  grpc::ClientContext ctx;
+  Prepare(&ctx);
+  v1::GetCertificateRequest req;
+  *req.mutable_key() = key;
+  v1::GetCertificateResponse resp;
+  if (absl::Status st = Convert(stub_->GetCertificate(&ctx, req, &resp)); !st.ok()) return st;
+  return resp;
+}
+
+absl::StatusOr<v1::GetPublicKeyResponse> AgentClient::GetPublicKey(const v1::KeySelector& key) {
+  grpc::ClientContext ctx;
+  Prepare(&ctx);
+  v1::GetPublicKeyRequest req;
+  *req.mutable_key() = key;
+  v1::GetPublicKeyResponse resp;
+  if (absl::Status st = Convert(stub_->GetPublicKey(&ctx, req, &resp)); !st.ok()) return st;
+  return resp;
+}
+
+absl::StatusOr<std::string> AgentClient::SignDigest(const v1::KeySelector& key,
+                                                    v1::SignatureAlgorithm algorithm,
+                                                    absl::string_view digest) {
+  grpc::ClientContext ctx;
+  Prepare(&ctx);
+  v1::SignDigestRequest req;
+  *req.mutable_key() = key;
+  req.set_algorithm(algorithm);
+  req.set_digest(std::string(digest));
+  v1::SignDigestResponse resp;
+  if (absl::Status st = Convert(stub_->SignDigest(&ctx, req, &resp)); !st.ok()) return st;
+  return std::move(*resp.mutable_signature());
+}
+
+absl::StatusOr<std::string> AgentClient::DecryptKey(const v1::KeySelector& key,
+                                                    v1::DecryptPadding padding,
+                                                    absl::string_view ciphertext) {
+  grpc::ClientContext ctx;
+  Prepare(&ctx);
+  v1::DecryptKeyRequest req;
+  *req.mutable_key() = key;
+  req.set_padding(padding);
+  req.set_ciphertext(std::string(ciphertext));
+  v1::DecryptKeyResponse resp;
+  if (absl::Status st = Convert(stub_->DecryptKey(&ctx, req, &resp)); !st.ok()) return st;
+  return std::move(*resp.mutable_plaintext());
+}
+
+absl::StatusOr<v1::KeyInfo> AgentClient::GenerateKey(v1::KeyType type, absl::string_view label) {
+  grpc::ClientContext ctx;
+  Prepare(&ctx);
+  v1::GenerateKeyRequest req;
+  req.set_type(type);
+  req.set_label(std::string(label));
+  v1::GenerateKeyResponse resp;
+  if (absl::Status st = Convert(stub_->GenerateKey(&ctx, req, &resp)); !st.ok()) return st;
+  return std::move(*resp.mutable_key());
+}
+
+}  // namespace smime::client

@@ -1,0 +1,255 @@
+// smimectl: the command line for smime-agent. Moves bytes between files and
+// the agent; never sees key material.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/time.h"
+#include "client/client.h"
+
+namespace smime::client {
+namespace {
+
+struct Failure {
+  absl::Status status;
+};
+
+// Ends the verb with "smimectl: <message>" and a non-zero exit.
+[[noreturn]] void Die(const absl::Status& status) { throw Failure{status}; }
+
+template <typename T>
+T Check(absl::StatusOr<T> v) {
+  if (!v.ok()) Die(v.status());
+  return std::move(*v);
+}
+
+std::string ReadInput(const std::string& path, size_t max_bytes) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) Die(absl::NotFoundError(absl::StrCat("cannot read ", path, ": ", std::strerror(errno))));
+  std::string data;
+  char buf[65536];
+  while (in.read(buf, sizeof(buf)) || in.gcount() > 0) {
+    data.append(buf, static_cast<size_t>(in.gcount()));
+    if (data.size() > max_bytes) {
+      Die(absl::InvalidArgumentError(absl::StrCat(path, " is larger than ", max_bytes, " bytes")));
+    }
+  }
+  return data;
+}
+
+// Writes `data` to `path` ("-" or empty: stdout) through a temporary file
+// renamed into place, so a failed verb never leaves a partial --out.
+void WriteOutput(const std::string& path, const std::string& data, mode_t mode = 0644) {
+  if (path.empty() || path == "-") {
+    std::cout.write(data.data(), static_cast<std::streamsize>(data.size()));
+    std::cout.flush();
+    return;
+  }
+  std::string tmp = absl::StrCat(path, ".tmp-", ::getpid());
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+  if (fd < 0) Die(absl::FailedPreconditionError(absl::StrCat("cannot write ", path, ": ", std::strerror(errno))));
+  size_t off = 0;
+  while (off < data.size()) {
+    ssize_t n = ::write(fd, data.data() + off, data.size() - off);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      ::close(fd);
+      ::unlink(tmp.c_str());
+      Die(absl::FailedPreconditionError(absl::StrCat("cannot write ", path, ": ", std::strerror(errno))));
+    }
+    off += static_cast<size_t>(n);
+  }
+  if (::close(fd) != 0 || ::rename(tmp.c_str(), path.c_str()) != 0) {
+    ::unlink(tmp.c_str());
+    Die(absl::FailedPreconditionError(absl::StrCat("cannot write ", path, ": ", std::strerror(errno))));
+  }
+}
+
+std::string Pem(absl::string_view type, absl::string_view der) {
+  std::string b64 = absl::Base64Escape(der);
+  std::string out = absl::StrCat("-----BEGIN ", type, "-----\n");
+  for (size_t i = 0; i < b64.size(); i += 64) absl::StrAppend(&out, b64.substr(i, 64), "\n");
+  absl::StrAppend(&out, "-----END ", type, "-----\n");
+  return out;
+}
+
+std::string Rfc3339(int64_t unix_seconds) {
+  return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::FromUnixSeconds(unix_seconds), absl::UTCTimeZone());
+}
+
+std::string Hex(absl::string_view bytes) { return absl::BytesToHexString(bytes); }
+
+nlohmann::json KeyJson(const v1::KeyInfo& k) {
+  nlohmann::json j = {
+      {"id", Hex(k.id())},
+      {"label", k.label()},
+      {"token", k.token()},
+      {"algorithm", k.algorithm()},
+      {"uri", k.uri()},
+      {"emails", std::vector<std::string>(k.emails().begin(), k.emails().end())},
+      {"subject", k.subject()},
+  };
+  if (k.has_not_after()) j["not_after"] = Rfc3339(k.not_after().seconds());
+  return j;
+}
+
+void PrintKeyTable(const std::vector<v1::KeyInfo>& keys) {
+  if (keys.empty()) {
+    std::cout << "no keys on the token; make one with: smimectl keygen --type p256 --label NAME\n";
+    return;
+  }
+  std::vector<std::vector<std::string>> rows = {{"ID", "ALGORITHM", "LABEL", "EMAILS", "EXPIRES"}};
+  for (const auto& k : keys) {
+    rows.push_back({Hex(k.id()), k.algorithm(), k.label(),
+                    k.emails().empty() ? "-" : absl::StrJoin(k.emails(), ","),
+                    k.has_not_after() ? Rfc3339(k.not_after().seconds()) : "-"});
+  }
+  std::vector<size_t> width(rows[0].size(), 0);
+  for (const auto& r : rows) {
+    for (size_t i = 0; i < r.size(); ++i) width[i] = std::max(width[i], r[i].size());
+  }
+  for (const auto& r : rows) {
+    std::string line;
+    for (size_t i = 0; i < r.size(); ++i) {
+      line += r[i];
+      if (i + 1 < r.size()) line += std::string(width[i] - r[i].size() + 2, ' ');
+    }
+    std::cout << line << "\n";
+  }
+}
+
+v1::SignatureAlgorithm ParseAlg(const std::string& s) {
+  if (s == "rsa-pkcs1-sha256") return v1::SIGNATURE_ALGORITHM_RSA_PKCS1_SHA256;
+  if (s == "rsa-pss-sha256") return v1::SIGNATURE_ALGORITHM_RSA_PSS_SHA256;
+  if (s == "ecdsa-sha256") return v1::SIGNATURE_ALGORITHM_ECDSA_SHA256;
+  Die(absl::InvalidArgumentError(absl::StrCat("unknown --alg \"", s, "\"")));
+}
+
+v1::DecryptPadding ParsePadding(const std::string& s) {
+  if (s == "pkcs1") return v1::DECRYPT_PADDING_RSA_PKCS1;
+  if (s == "oaep-sha1") return v1::DECRYPT_PADDING_RSA_OAEP_SHA1;
+  if (s == "oaep-sha256") return v1::DECRYPT_PADDING_RSA_OAEP_SHA256;
+  Die(absl::InvalidArgumentError(absl::StrCat("unknown --padding \"", s, "\"")));
+}
+
+v1::KeyType ParseKeyType(const std::string& s) {
+  if (s == "rsa2048") return v1::KEY_TYPE_RSA_2048;
+  if (s == "rsa3072") return v1::KEY_TYPE_RSA_3072;
+  if (s == "rsa4096") return v1::KEY_TYPE_RSA_4096;
+  if (s == "p256") return v1::KEY_TYPE_EC_P256;
+  if (s == "p384") return v1::KEY_TYPE_EC_P384;
+  Die(absl::InvalidArgumentError(absl::StrCat("unknown --type \"", s, "\"")));
+}
+
+int Run(int argc, char** argv) {
+  CLI::App app{"smimectl: use the S/MIME keys that smime-agent keeps on a PKCS#11 token"};
+  app.require_subcommand(1);
+  std::string socket;
+  double timeout_s = 30;
+  app.add_option("--socket", socket, "agent socket (default: $SMIME_AGENT_SOCK, else the agent's default)");
+  app.add_option("--timeout", timeout_s, "seconds to wait for each call")->check(CLI::PositiveNumber);
+
+  auto* keys = app.add_subcommand("keys", "list the keys on the token");
+  bool json = false;
+  keys->add_flag("--json", json, "JSON array for programs");
+
+  std::string key_sel, out, in;
+  auto* cert = app.add_subcommand("cert", "print a key's certificate");
+  bool der = false;
+  cert->add_option("--key", key_sel, "email, label, hex id or pkcs11: URI")->required();
+  cert->add_flag("--der", der, "DER instead of PEM");
+  cert->add_option("--out", out, "output file (default stdout)");
+
+  auto* pubkey = app.add_subcommand("pubkey", "print a key's public key (PEM SubjectPublicKeyInfo)");
+  pubkey->add_option("--key", key_sel, "email, label, hex id or pkcs11: URI")->required();
+  pubkey->add_option("--out", out, "output file (default stdout)");
+
+  auto* sign = app.add_subcommand("sign-digest", "sign a SHA-256 digest with a token key");
+  std::string alg, digest_hex;
+  sign->add_option("--key", key_sel, "email, label, hex id or pkcs11: URI")->required();
+  sign->add_option("--alg", alg, "rsa-pkcs1-sha256, rsa-pss-sha256 or ecdsa-sha256")->required();
+  sign->add_option("--digest", digest_hex, "the digest, 64 hex digits")->required();
+  sign->add_option("--out", out, "signature file (binary)")->required();
+
+  auto* decrypt = app.add_subcommand("decrypt-key", "RSA-decrypt a small ciphertext (e.g. a content key)");
+  std::string padding;
+  decrypt->add_option("--key", key_sel, "email, label, hex id or pkcs11: URI")->required();
+  decrypt->add_option("--padding", padding, "pkcs1, oaep-sha1 or oaep-sha256")->required();
+  decrypt->add_option("--in", in, "ciphertext file (binary)")->required();
+  decrypt->add_option("--out", out, "plaintext file (written 0600)")->required();
+
+  auto* keygen = app.add_subcommand("keygen", "generate a key pair on the token");
+  std::string type, label;
+  keygen->add_option("--type", type, "rsa2048, rsa3072, rsa4096, p256 or p384")->required();
+  keygen->add_option("--label", label, "label for the new key")->required();
+  keygen->add_flag("--json", json, "print the new key as JSON");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+
+  try {
+    auto client = Check(AgentClient::Connect(ResolveSocketPath(socket),
+                                             absl::Milliseconds(static_cast<int64_t>(timeout_s * 1000))));
+    if (*keys) {
+      auto list = Check(client->ListKeys());
+      if (json) {
+        nlohmann::json arr = nlohmann::json::array();
+        for (const auto& k : list) arr.push_back(KeyJson(k));
+        std::cout << arr.dump(2) << "\n";
+      } else {
+        PrintKeyTable(list);
+      }
+    } else if (*cert) {
+      auto resp = Check(client->GetCertificate(TextSelector(key_sel)));
+      WriteOutput(out, der ? resp.certificate_der() : Pem("CERTIFICATE", resp.certificate_der()));
+    } else if (*pubkey) {
+      auto resp = Check(client->GetPublicKey(TextSelector(key_sel)));
+      WriteOutput(out, Pem("PUBLIC KEY", resp.spki_der()));
+    } else if (*sign) {
+      std::string hex = std::string(absl::StripAsciiWhitespace(digest_hex));
+      bool is_hex = hex.size() % 2 == 0 && !hex.empty() &&
+                    std::all_of(hex.begin(), hex.end(), [](char c) { return absl::ascii_isxdigit(c); });
+      if (!is_hex) Die(absl::InvalidArgumentError("--digest must be hex digits"));
+      std::string digest = absl::HexStringToBytes(hex);
+      auto sig = Check(client->SignDigest(TextSelector(key_sel), ParseAlg(alg), digest));
+      WriteOutput(out, sig);
+    } else if (*decrypt) {
+      std::string ct = ReadInput(in, 64 * 1024);
+      auto plain = Check(client->DecryptKey(TextSelector(key_sel), ParsePadding(padding), ct));
+      WriteOutput(out, plain, 0600);
+    } else if (*keygen) {
+      auto key = Check(client->GenerateKey(ParseKeyType(type), label));
+      if (json) {
+        std::cout << KeyJson(key).dump(2) << "\n";
+      } else {
+        std::cout << "generated " << key.algorithm() << " key \"" << key.label() << "\" id "
+                  << Hex(key.id()) << "\n" << key.uri() << "\n";
+      }
+    }
+  } catch (const Failure& f) {
+    std::cerr << "smimectl: " << f.status.message() << "\n";
+    return f.status.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace smime::client
+
+int main(int argc, char** argv) { return smime::client::Run(argc, argv); }
