@@ -89,7 +89,7 @@ int DecodeWait(int status) {
 }
 }  // namespace
 
-CommandResult Run(const std::vector<std::string>& argv_in, const RunOptions& options) {
+CommandResult RunCommand(const std::vector<std::string>& argv_in, const RunOptions& options) {
   std::vector<std::string> argv = argv_in;
   std::vector<std::string> envs = MergedEnv(options.env);
   auto c_argv = CStrings(argv);
@@ -169,7 +169,7 @@ TestToken MakeToken(const std::string& label, bool with_test_keys) {
   std::vector<std::string> argv = {SourceDir() + "/softhsm-config/make-token.sh", t.dir->path(),
                                    "--label", label};
   if (with_test_keys) argv.push_back("--with-test-keys");
-  CommandResult r = Run(argv);
+  CommandResult r = RunCommand(argv);
   if (r.exit_code != 0) throw std::runtime_error("make-token.sh failed: " + r.err);
   t.conf = t.dir->path() + "/softhsm2.conf";
   t.pin_file = t.dir->path() + "/pin";
@@ -178,7 +178,7 @@ TestToken MakeToken(const std::string& label, bool with_test_keys) {
 
 absl::StatusOr<std::unique_ptr<AgentProcess>> AgentProcess::Start(
     std::vector<std::string> args, const std::string& softhsm_conf,
-    std::map<std::string, std::string> env) {
+    std::map<std::string, std::string> env, const std::string& default_socket) {
   std::unique_ptr<AgentProcess> p(new AgentProcess());
   p->dir_ = std::make_unique<TempDir>();
   bool has_socket = false;
@@ -188,7 +188,9 @@ absl::StatusOr<std::unique_ptr<AgentProcess>> AgentProcess::Start(
       p->socket_ = args[i + 1];
     }
   }
-  if (!has_socket) {
+  if (!has_socket && !default_socket.empty()) {
+    p->socket_ = default_socket;
+  } else if (!has_socket) {
     p->socket_ = p->dir_->path() + "/run/agent.sock";
     args.push_back("--socket");
     args.push_back(p->socket_);

@@ -51,8 +51,20 @@ struct RunOptions {
   absl::Duration timeout = absl::Seconds(60);
 };
 
+inline RunOptions WithEnv(std::map<std::string, std::string> env) {
+  RunOptions o;
+  o.env = std::move(env);
+  return o;
+}
+inline RunOptions AsUser(uid_t uid, gid_t gid) {
+  RunOptions o;
+  o.uid = uid;
+  o.gid = gid;
+  return o;
+}
+
 // Runs argv[0] (a path or a name on PATH) and collects its output.
-CommandResult Run(const std::vector<std::string>& argv, const RunOptions& options = {});
+CommandResult RunCommand(const std::vector<std::string>& argv, const RunOptions& options = {});
 
 // A throwaway SoftHSM token in its own directory.
 struct TestToken {
@@ -70,12 +82,13 @@ TestToken MakeToken(const std::string& label, bool with_test_keys);
 // The real smime-agent binary, started on a socket in a temp dir.
 class AgentProcess {
  public:
-  // Starts the agent with `args` (plus --socket unless given) and
+  // Starts the agent with `args` (plus --socket unless given, or unless
+  // `default_socket` names where the agent's own default will put it) and
   // SOFTHSM2_CONF=`softhsm_conf` if not empty; waits until it serves (health
   // check) or exits. On early exit returns its stderr as the error.
   static absl::StatusOr<std::unique_ptr<AgentProcess>> Start(
       std::vector<std::string> args, const std::string& softhsm_conf,
-      std::map<std::string, std::string> env = {});
+      std::map<std::string, std::string> env = {}, const std::string& default_socket = "");
   ~AgentProcess();
 
   const std::string& socket() const { return socket_; }

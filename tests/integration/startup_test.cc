@@ -1,0 +1,244 @@
+// Starting and stopping the real agent: PINs, sockets, config, signals and
+// the embedded default store. Each test starts its own agent.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "client/client.h"
+#include "tests/testing/ossl_verify.h"
+#include "tests/testing/status_matchers.h"
+#include "tests/testing/test_env.h"
+
+namespace smime {
+namespace {
+
+using ::smime::testing::AgentProcess;
+using ::smime::testing::CommandResult;
+using ::smime::testing::IsOk;
+using ::smime::testing::ReadFile;
+using ::smime::testing::RunCommand;
+using ::smime::testing::StatusIs;
+using ::smime::testing::TempDir;
+using ::smime::testing::WriteFile;
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+std::vector<std::string> TokenArgs(const testing::TestToken& t, const std::string& pin_file) {
+  return {"--module", testing::kSoftHsmModule, "--token", t.label, "--pin-file", pin_file};
+}
+
+// Runs the agent to completion (it is expected to exit on its own).
+CommandResult RunAgent(const std::vector<std::string>& args, const std::string& conf,
+                       std::map<std::string, std::string> env = {}) {
+  std::vector<std::string> argv = {testing::AgentBinary()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  if (!conf.empty()) env["SOFTHSM2_CONF"] = conf;
+  return RunCommand(argv, testing::WithEnv(env));
+}
+
+size_t Count(const std::string& haystack, const std::string& needle) {
+  size_t n = 0;
+  for (size_t at = haystack.find(needle); at != std::string::npos; at = haystack.find(needle, at + 1)) ++n;
+  return n;
+}
+
+class StartupTest : public ::testing::Test {
+ protected:
+  void SetUp() override { token_ = testing::MakeToken("start", false); }
+  testing::TestToken token_;
+  TempDir tmp_;
+};
+
+TEST_F(StartupTest, WrongPinStopsAtOnceWithOneAttempt) {
+  WriteFile(tmp_.File("bad-pin"), "000000\n", 0600);
+  CommandResult r = RunAgent(
+      {"--module", testing::kSoftHsmModule, "--token", "start", "--pin-file", tmp_.File("bad-pin"),
+       "--socket", tmp_.File("s/agent.sock"), "--log-level", "debug"},
+      token_.conf);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("smime-agent: login to token \"start\" failed: the token refused the PIN"));
+  EXPECT_EQ(Count(r.err, "fn=C_Login"), 1u) << r.err;  // never retried
+  EXPECT_THAT(r.err, Not(HasSubstr("000000")));
+  EXPECT_NE(::access(tmp_.File("s/agent.sock").c_str(), F_OK), 0);  // socket cleaned up
+  // The token is still usable with the right PIN.
+  auto agent = AgentProcess::Start(TokenArgs(token_, token_.pin_file), token_.conf);
+  EXPECT_THAT(agent.status(), IsOk());
+}
+
+TEST_F(StartupTest, PinFileMustBePrivateAndReadable) {
+  WriteFile(tmp_.File("open-pin"), ReadFile(token_.pin_file), 0644);
+  CommandResult r = RunAgent(TokenArgs(token_, tmp_.File("open-pin")), token_.conf);
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_THAT(r.err, HasSubstr("accessible by group or others"));
+  EXPECT_THAT(r.err, HasSubstr("chmod 600"));
+  r = RunAgent(TokenArgs(token_, tmp_.File("missing-pin")), token_.conf);
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_THAT(r.err, HasSubstr("cannot open PIN file"));
+  r = RunAgent({"--module", testing::kSoftHsmModule, "--token", "start"}, token_.conf);
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.err, HasSubstr("needs a PIN"));
+}
+
+TEST_F(StartupTest, PinFromEnvironment) {
+  std::string pin = ReadFile(token_.pin_file);
+  pin.pop_back();
+  auto agent = AgentProcess::Start({"--module", testing::kSoftHsmModule, "--token", "start", "--pin-env",
+                                    "MY_TOKEN_PIN"},
+                                   token_.conf, {{"MY_TOKEN_PIN", pin}});
+  ASSERT_THAT(agent.status(), IsOk());
+  // The agent dropped the variable: its children would not inherit it.
+  std::string environ_file = ReadFile(absl::StrCat("/proc/", (*agent)->pid(), "/environ"));
+  (void)environ_file;  // /proc shows the initial environment; the unset is checked in pin_test.
+  CommandResult r = RunAgent({"--module", testing::kSoftHsmModule, "--token", "start", "--pin-env", "UNSET_PIN_VAR",
+                              "--socket", tmp_.File("x/agent.sock")},
+                             token_.conf);
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_THAT(r.err, HasSubstr("UNSET_PIN_VAR is not set"));
+}
+
+TEST_F(StartupTest, UnknownTokenAndModuleAreClear) {
+  CommandResult r = RunAgent({"--module", testing::kSoftHsmModule, "--token", "no-such", "--pin-file",
+                              token_.pin_file, "--socket", tmp_.File("a/agent.sock")},
+                             token_.conf);
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_THAT(r.err, HasSubstr("no token matches \"no-such\"; available: \"start\""));
+  r = RunAgent({"--module", "/nonexistent/module.so", "--pin-file", token_.pin_file, "--socket",
+                tmp_.File("b/agent.sock")},
+               "");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_THAT(r.err, HasSubstr("cannot load PKCS#11 module /nonexistent/module.so"));
+}
+
+TEST_F(StartupTest, SecondAgentOnLiveSocketIsRefusedStaleSocketReplaced) {
+  auto first = AgentProcess::Start(TokenArgs(token_, token_.pin_file), token_.conf);
+  ASSERT_THAT(first.status(), IsOk());
+  std::vector<std::string> args = TokenArgs(token_, token_.pin_file);
+  args.push_back("--socket");
+  args.push_back((*first)->socket());
+  CommandResult r = RunAgent(args, token_.conf);
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_THAT(r.err, HasSubstr("another agent is already listening on " + (*first)->socket()));
+  EXPECT_TRUE((*first)->Running());
+
+  // A socket file nobody listens on (an agent killed with SIGKILL).
+  std::string stale = tmp_.File("stale.sock");
+  int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+  sockaddr_un addr = {};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, stale.c_str(), sizeof(addr.sun_path) - 1);
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  ::close(fd);
+  args.back() = stale;
+  auto second = AgentProcess::Start(args, token_.conf);
+  EXPECT_THAT(second.status(), IsOk());
+}
+
+TEST_F(StartupTest, SigtermFinishesCleanly) {
+  auto agent = AgentProcess::Start(TokenArgs(token_, token_.pin_file), token_.conf);
+  ASSERT_THAT(agent.status(), IsOk());
+  std::string socket = (*agent)->socket();
+  EXPECT_EQ((*agent)->Stop(), 0);
+  EXPECT_NE(::access(socket.c_str(), F_OK), 0);  // socket removed
+  EXPECT_THAT((*agent)->Log(), HasSubstr("event=shutdown"));
+  EXPECT_THAT((*agent)->Log(), HasSubstr("event=stopped"));
+}
+
+TEST_F(StartupTest, ConfigFileWithFlagsWinning) {
+  WriteFile(tmp_.File("agent.toml"),
+            absl::StrCat("module = \"", testing::kSoftHsmModule, "\"\n", "token = \"start\"\n",
+                         "pin_file = \"", token_.pin_file, "\"\n", "socket = \"", tmp_.File("cfg/agent.sock"),
+                         "\"\n", "log_level = \"warning\"\n"));
+  auto agent = AgentProcess::Start({"--config", tmp_.File("agent.toml"), "--socket", tmp_.File("flag/agent.sock")},
+                                   token_.conf);
+  ASSERT_THAT(agent.status(), IsOk());
+  EXPECT_EQ((*agent)->socket(), tmp_.File("flag/agent.sock"));
+  EXPECT_NE(::access(tmp_.File("cfg/agent.sock").c_str(), F_OK), 0);
+  WriteFile(tmp_.File("bad.toml"), "modul = \"x\"\n");
+  CommandResult r = RunAgent({"--config", tmp_.File("bad.toml")}, token_.conf);
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.err, HasSubstr("unknown key \"modul\""));
+}
+
+TEST_F(StartupTest, SighupPicksUpKeysAddedByAnotherTool) {
+  auto agent = AgentProcess::Start(TokenArgs(token_, token_.pin_file), token_.conf);
+  ASSERT_THAT(agent.status(), IsOk());
+  auto c = client::AgentClient::Connect((*agent)->socket());
+  ASSERT_THAT(c.status(), IsOk());
+  EXPECT_EQ((*c)->ListKeys()->size(), 0u);
+  std::string pin = ReadFile(token_.pin_file);
+  pin.pop_back();
+  CommandResult gen = RunCommand({"pkcs11-tool", "--module", testing::kSoftHsmModule, "--token-label", "start", "--login",
+                           "--pin", pin, "--keypairgen", "--key-type", "EC:prime256v1", "--id", "0a", "--label",
+                           "late"},
+                          testing::WithEnv({{"SOFTHSM2_CONF", token_.conf}}));
+  ASSERT_EQ(gen.exit_code, 0) << gen.err;
+  ::kill((*agent)->pid(), SIGHUP);
+  absl::Time deadline = absl::Now() + absl::Seconds(10);
+  size_t n = 0;
+  while (absl::Now() < deadline && (n = (*c)->ListKeys()->size()) == 0) absl::SleepFor(absl::Milliseconds(20));
+  EXPECT_EQ(n, 1u);
+}
+
+TEST(EmbeddedStoreTest, NewcomerGeneratesKeyAndSignsWithNoHardware) {
+  TempDir home;
+  std::map<std::string, std::string> env = {{"XDG_DATA_HOME", home.File("data")},
+                                            {"XDG_RUNTIME_DIR", home.File("run")}};
+  ASSERT_EQ(::mkdir(home.File("run").c_str(), 0700), 0);
+  std::string socket = home.File("run/smime-agent/agent.sock");
+  {
+    // No flags at all: embedded store, default socket.
+    auto agent = AgentProcess::Start({}, "", env, socket);
+    ASSERT_THAT(agent.status(), IsOk());
+    EXPECT_THAT((*agent)->Log(), HasSubstr("protected by file permissions only"));
+    CommandResult g = RunCommand({testing::SmimectlBinary(), "keygen", "--type", "p256", "--label", "me"},
+                          testing::WithEnv({{"SMIME_AGENT_SOCK", socket}}));
+    ASSERT_EQ(g.exit_code, 0) << g.err;
+  }
+  struct stat st;
+  std::string store = home.File("data/smime-agent");
+  ASSERT_EQ(::stat(store.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0700u);
+  ASSERT_EQ(::stat((store + "/user-pin").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  // The key survives a restart and signs; openssl verifies.
+  auto agent = AgentProcess::Start({}, "", env, socket);
+  ASSERT_THAT(agent.status(), IsOk());
+  auto run_ctl = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), testing::SmimectlBinary());
+    return RunCommand(args, testing::WithEnv({{"SMIME_AGENT_SOCK", socket}}));
+  };
+  ASSERT_EQ(run_ctl({"pubkey", "--key", "me", "--out", home.File("me.pem")}).exit_code, 0);
+  WriteFile(home.File("msg"), "hello from the embedded store\n");
+  CommandResult s = run_ctl({"sign-digest", "--key", "me", "--alg", "ecdsa-sha256", "--digest",
+                             absl::BytesToHexString(testing::Sha256("hello from the embedded store\n")), "--out",
+                             home.File("sig")});
+  ASSERT_EQ(s.exit_code, 0) << s.err;
+  CommandResult v = RunCommand({"openssl", "dgst", "-sha256", "-verify", home.File("me.pem"), "-signature",
+                         home.File("sig"), home.File("msg")});
+  EXPECT_EQ(v.exit_code, 0) << v.out << v.err;
+  // Flags that only make sense with a real token are refused, not ignored.
+  CommandResult r = RunCommand({testing::AgentBinary(), "--pin-file", "/x", "--socket", home.File("other.sock")},
+                        testing::WithEnv(env));
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.err, HasSubstr("need --module"));
+}
+
+TEST(SmimectlTest, NoAgentIsAClearError) {
+  TempDir tmp;
+  CommandResult r = RunCommand({testing::SmimectlBinary(), "--socket", tmp.File("none.sock"), "keys"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("no agent socket at " + tmp.File("none.sock")));
+  r = RunCommand({testing::SmimectlBinary(), "keys"}, testing::WithEnv({{"SMIME_AGENT_SOCK", tmp.File("env.sock")}}));
+  EXPECT_THAT(r.err, HasSubstr(tmp.File("env.sock")));
+}
+
+}  // namespace
+}  // namespace smime
