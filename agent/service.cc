@@ -51,7 +51,12 @@ absl::Time AgentService::Deadline(const grpc::ServerContext& ctx) const {
 absl::StatusOr<std::shared_ptr<const tokens::Key>> AgentService::Resolve(
     const v1::KeySelector& sel) const {
   ASSIGN_OR_RETURN(KeySelector selector, FromProto(sel));
-  return ResolveKey(*token_->Keys(), token_->info(), selector);
+  auto key = ResolveKey(*token_->Keys(), token_->info(), selector);
+  // A key another tool just added, or a token just reinserted: look again.
+  if (absl::IsNotFound(key.status()) && token_->RefreshIfOlderThan(absl::Seconds(1))) {
+    key = ResolveKey(*token_->Keys(), token_->info(), selector);
+  }
+  return key;
 }
 
 namespace {

@@ -430,6 +430,29 @@ auto Token::WithSession(absl::Time deadline, Op op) -> decltype(op(std::declval<
   }
 }
 
+template <typename Op>
+auto Token::WithKey(const Key& key, Op op) -> decltype(op(key)) {
+  auto result = op(key);
+  std::optional<CK_RV> rv = CkrOf(result.status());
+  if (result.ok() || (rv != CKR_KEY_HANDLE_INVALID && rv != CKR_OBJECT_HANDLE_INVALID)) return result;
+  SMIME_LOG(kInfo, "key_handle_stale").Kv("token", label_).Kv("id", key.id_hex());
+  if (!Refresh().ok()) return result;
+  for (const auto& fresh : *Keys()) {
+    if (fresh->id() == key.id() && fresh->label() == key.label()) return op(*fresh);
+  }
+  return absl::NotFoundError(absl::StrCat("key \"", key.label(), "\" (id ", key.id_hex(),
+                                          ") is no longer on the token; was the token removed?"));
+}
+
+bool Token::RefreshIfOlderThan(absl::Duration age) {
+  {
+    absl::MutexLock lock(&keys_mu_);
+    if (absl::Now() - last_refresh_ < age) return false;
+    last_refresh_ = absl::Now();  // one caller refreshes; the others don't pile on
+  }
+  return Refresh().ok();
+}
+
 std::shared_ptr<const KeyList> Token::Keys() const {
   absl::MutexLock lock(&keys_mu_);
   return keys_;
@@ -584,6 +607,7 @@ absl::Status Token::Refresh() {
     absl::MutexLock lock(&keys_mu_);
     keys_ = std::move(found->keys);
     other_certs_ = std::move(found->others);
+    last_refresh_ = absl::Now();
   }
   SMIME_LOG(kInfo, "keys_loaded").Kv("token", label_).Kv("keys", Keys()->size());
   return absl::OkStatus();
@@ -628,8 +652,9 @@ absl::StatusOr<std::string> Token::Sign(const Key& key, SignMechanism mechanism,
       break;
   }
   if (out_len == 0) out_len = 1024;  // size unknown: large enough for RSA-8192
-  auto raw = WithSession(deadline, [&](Session& s) -> absl::StatusOr<std::string> {
-    RETURN_IF_ERROR(P11_CALL(*module_, C_SignInit, s.handle(), &mech, key.handle_));
+  auto raw = WithKey(key, [&](const Key& k) {
+    return WithSession(deadline, [&](Session& s) -> absl::StatusOr<std::string> {
+    RETURN_IF_ERROR(P11_CALL(*module_, C_SignInit, s.handle(), &mech, k.handle_));
     std::string sig(out_len, '\0');
     CK_ULONG len = sig.size();
     RETURN_IF_ERROR(P11_CALL(*module_, C_Sign, s.handle(),
@@ -637,6 +662,7 @@ absl::StatusOr<std::string> Token::Sign(const Key& key, SignMechanism mechanism,
                              reinterpret_cast<CK_BYTE*>(sig.data()), &len));
     sig.resize(len);
     return sig;
+  });
   });
   if (!raw.ok() || mechanism != SignMechanism::kEcdsaSha256) return raw;
   // PKCS#11 ECDSA gives r || s; X.509 and CMS want DER ECDSA-Sig-Value.
@@ -719,25 +745,26 @@ absl::StatusOr<std::string> Token::Decrypt(const Key& key, DecryptMechanism mech
     return absl::FailedPreconditionError(
         absl::StrCat("key \"", key.label(), "\" is not allowed to decrypt (CKA_DECRYPT is false)"));
   }
-  size_t k = static_cast<size_t>((key.bits() + 7) / 8);
-  if (k != 0 && ciphertext.size() != k) {
+  size_t modulus_bytes = static_cast<size_t>((key.bits() + 7) / 8);
+  if (modulus_bytes != 0 && ciphertext.size() != modulus_bytes) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "the ciphertext must be ", k, " bytes for key \"", key.label(), "\"; got ", ciphertext.size()));
+        "the ciphertext must be ", modulus_bytes, " bytes for key \"", key.label(), "\"; got ", ciphertext.size()));
   }
   const bool sha256 = mechanism == DecryptMechanism::kRsaOaepSha256;
   std::atomic<bool>& use_raw = sha256 ? oaep_sha256_raw_ : oaep_sha1_raw_;
   const EVP_MD* md = sha256 ? EVP_sha256() : EVP_sha1();
+  return WithKey(key, [&](const Key& k) {
   return WithSession(deadline, [&](Session& s) -> absl::StatusOr<std::string> {
     if (mechanism == DecryptMechanism::kRsaPkcs1) {
       CK_MECHANISM mech = {CKM_RSA_PKCS, nullptr, 0};
-      return DecryptOnce(s, key, &mech, ciphertext);
+      return DecryptOnce(s, k, &mech, ciphertext);
     }
     if (!use_raw.load()) {
       CK_RSA_PKCS_OAEP_PARAMS oaep = {sha256 ? CKM_SHA256 : CKM_SHA_1,
                                       sha256 ? CKG_MGF1_SHA256 : CKG_MGF1_SHA1,
                                       CKZ_DATA_SPECIFIED, nullptr, 0};
       CK_MECHANISM mech = {CKM_RSA_PKCS_OAEP, &oaep, sizeof(oaep)};
-      auto out = DecryptOnce(s, key, &mech, ciphertext);
+      auto out = DecryptOnce(s, k, &mech, ciphertext);
       auto rv = CkrOf(out.status());
       bool unsupported = rv == CKR_MECHANISM_INVALID || rv == CKR_MECHANISM_PARAM_INVALID ||
                          rv == CKR_ARGUMENTS_BAD || rv == CKR_FUNCTION_NOT_SUPPORTED;
@@ -747,7 +774,8 @@ absl::StatusOr<std::string> Token::Decrypt(const Key& key, DecryptMechanism mech
       SMIME_LOG(kInfo, "oaep_fallback").Kv("token", label_).Kv("mechanism", DecryptMechanismName(mechanism))
           .Kv("reason", "token refused OAEP parameters; decoding OAEP from raw RSA");
     }
-    return DecryptOaepRaw(s, key, md, ciphertext);
+    return DecryptOaepRaw(s, k, md, ciphertext);
+  });
   });
 }
 

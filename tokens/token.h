@@ -112,6 +112,10 @@ class Token {
 
   // Re-reads keys and certificates from the token.
   absl::Status Refresh();
+  // Refresh(), unless the last one was less than `age` ago. True if it
+  // refreshed. Lets a lookup that found nothing see keys another tool added
+  // or a reinserted token, without letting bad selectors hammer the token.
+  bool RefreshIfOlderThan(absl::Duration age);
   // The current key list (a snapshot; cheap to take).
   std::shared_ptr<const KeyList> Keys() const;
   // Certificates on the token that pair with no private key (CA and
@@ -144,6 +148,11 @@ class Token {
   template <typename Op>
   auto WithSession(absl::Time deadline, Op op) -> decltype(op(std::declval<Session&>()));
   absl::Status Relogin();
+  // Runs `op(key)`; when the token says the key's handle is invalid (the
+  // token was removed and reinserted, or its objects reloaded), re-reads the
+  // keys and runs `op` once more on the key with the same id and label.
+  template <typename Op>
+  auto WithKey(const Key& key, Op op) -> decltype(op(key));
   absl::StatusOr<std::string> DecryptOnce(Session& s, const Key& key, CK_MECHANISM* mech,
                                           absl::string_view ciphertext);
   absl::StatusOr<std::string> DecryptOaepRaw(Session& s, const Key& key, const EVP_MD* md,
@@ -166,6 +175,7 @@ class Token {
   mutable absl::Mutex keys_mu_;
   std::shared_ptr<const KeyList> keys_ ABSL_GUARDED_BY(keys_mu_);
   std::vector<std::shared_ptr<X509>> other_certs_ ABSL_GUARDED_BY(keys_mu_);
+  absl::Time last_refresh_ ABSL_GUARDED_BY(keys_mu_) = absl::InfinitePast();
 
   // Set once the token refused OAEP with these parameters; then OAEP is
   // decoded here from a raw RSA (CKM_RSA_X_509) result.

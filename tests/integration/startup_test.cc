@@ -187,6 +187,30 @@ TEST_F(StartupTest, SighupPicksUpKeysAddedByAnotherTool) {
   EXPECT_EQ(n, 1u);
 }
 
+TEST(TokenRemovalTest, RemovedTokenFailsClearlyAndAgentKeepsServing) {
+  testing::TestToken token = testing::MakeToken("removable", true);
+  auto agent = AgentProcess::Start(TokenArgs(token, token.pin_file), token.conf);
+  ASSERT_THAT(agent.status(), IsOk());
+  auto c = client::AgentClient::Connect((*agent)->socket());
+  ASSERT_THAT(c.status(), IsOk());
+  auto sign = [&] {
+    return (*c)->SignDigest(client::TextSelector("alice"), agent::v1::SIGNATURE_ALGORITHM_RSA_PKCS1_SHA256,
+                            testing::Sha256("removal")).status();
+  };
+  ASSERT_THAT(sign(), IsOk());
+  // SoftHSM's closest thing to pulling the card: its store disappears.
+  std::string store = token.Path("tokens"), away = token.Path("tokens.away");
+  ASSERT_EQ(::rename(store.c_str(), away.c_str()), 0);
+  EXPECT_THAT(sign(), StatusIs(absl::StatusCode::kNotFound, HasSubstr("no longer on the token")));
+  EXPECT_TRUE((*agent)->Running());
+  // Later calls fail the same clear way and the agent keeps serving. (A
+  // SoftHSM token whose store came back stays invalid in the process that
+  // saw it vanish, so reinsertion cannot be shown with SoftHSM.)
+  EXPECT_THAT(sign(), StatusIs(absl::StatusCode::kNotFound, HasSubstr("alice")));
+  EXPECT_THAT((*c)->ListKeys().status(), IsOk());
+  ASSERT_EQ(::rename(away.c_str(), store.c_str()), 0);
+}
+
 TEST(EmbeddedStoreTest, NewcomerGeneratesKeyAndSignsWithNoHardware) {
   TempDir home;
   std::map<std::string, std::string> env = {{"XDG_DATA_HOME", home.File("data")},
