@@ -17,7 +17,7 @@ namespace smime::agent {
 
 AgentService::AgentService(tokens::Token* token, const PeerRegistry* peers, const AuditLog* audit,
                            ServiceOptions options)
-    : token_(token), peers_(peers), audit_(audit), options_(options), own_uid_(::geteuid()) {
+    : token_(token), engine_(token), peers_(peers), audit_(audit), options_(options), own_uid_(::geteuid()) {
   unsigned char r[3];
   if (RAND_bytes(r, sizeof(r)) != 1) r[0] = r[1] = r[2] = 0;
   request_prefix_ = tokens::HexEncode(absl::string_view(reinterpret_cast<char*>(r), sizeof(r)));
@@ -60,6 +60,67 @@ absl::StatusOr<std::shared_ptr<const tokens::Key>> AgentService::Resolve(
 }
 
 namespace {
+
+// Collects a request stream: the options from the first message, then the
+// data chunks (and, for Verify, detached-content chunks), refusing more than
+// `max_bytes` in all. `take` files one request and returns false for a
+// message out of order.
+template <typename Req, typename Stream, typename Take>
+absl::Status ReadRequests(Stream* stream, size_t max_bytes, Take take) {
+  Req req;
+  bool first = true;
+  size_t total = 0;
+  while (stream->Read(&req)) {
+    absl::Status st = take(req, first, &total);
+    if (!st.ok()) return st;
+    if (total > max_bytes) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("the message is larger than the agent's limit of ", max_bytes, " bytes"));
+    }
+    first = false;
+  }
+  if (first) return absl::InvalidArgumentError("the request stream was empty");
+  return absl::OkStatus();
+}
+
+// Appends one chunk, or refuses options after the first message.
+template <typename Req>
+absl::Status TakeChunk(const Req& req, bool first, size_t* total, std::string* data) {
+  if (first != (req.part_case() == Req::kOptions)) {
+    return absl::InvalidArgumentError("send the options first, then the data chunks");
+  }
+  if (req.part_case() == Req::kData) {
+    data->append(req.data());
+    *total += req.data().size();
+  }
+  return absl::OkStatus();
+}
+
+constexpr size_t kChunkBytes = size_t{1} << 20;
+
+// Writes `data` as response chunks.
+template <typename Resp, typename Stream>
+void WriteChunks(Stream* stream, const std::string& data) {
+  for (size_t off = 0; off < data.size(); off += kChunkBytes) {
+    Resp resp;
+    resp.set_data(data.substr(off, kChunkBytes));
+    if (!stream->Write(resp)) return;  // client went away
+  }
+}
+
+absl::StatusOr<std::vector<CertPtr>> ParseCertList(const google::protobuf::RepeatedPtrField<std::string>& items,
+                                                   absl::string_view what) {
+  std::vector<CertPtr> out;
+  for (const std::string& item : items) {
+    auto certs = ParseCertificates(item);
+    if (!certs.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(what, ": ", certs.status().message()));
+    }
+    out.insert(out.end(), certs->begin(), certs->end());
+  }
+  return out;
+}
+
 // How a request's selector is named in the audit line before it resolves.
 std::string SelectorForAudit(const v1::KeySelector& sel) {
   auto s = FromProto(sel);
@@ -158,6 +219,135 @@ grpc::Status AgentService::GenerateKey(grpc::ServerContext* ctx, const v1::Gener
     ToProto(*key, token_->label(), resp->mutable_key());
     return absl::OkStatus();
   });
+}
+
+grpc::Status AgentService::Sign(grpc::ServerContext* ctx,
+                                grpc::ServerReaderWriter<v1::SignResponse, v1::SignRequest>* stream) {
+  v1::SignOptions options;
+  std::string message;
+  absl::Status read = ReadRequests<v1::SignRequest>(
+      stream, options_.max_message_bytes, [&](const v1::SignRequest& r, bool first, size_t* total) {
+        if (first && r.has_options()) options = r.options();
+        return TakeChunk(r, first, total, &message);
+      });
+  std::string signed_message;
+  grpc::Status status = AuditedKeyOp(*ctx, "smime_sign", SelectorForAudit(options.key()),
+                                     [&](AuditRecord& audit) -> absl::Status {
+    RETURN_IF_ERROR(read);
+    audit.set_mechanism(options.pss() ? "cms-rsa-pss-sha256" : "cms-sha256");
+    ASSIGN_OR_RETURN(auto key, Resolve(options.key()));
+    audit.set_key(key->uri());
+    ASSIGN_OR_RETURN(signed_message, engine_.Sign(key, message, {options.opaque(), options.pss()}, Deadline(*ctx)));
+    return absl::OkStatus();
+  });
+  if (status.ok()) WriteChunks<v1::SignResponse>(stream, signed_message);
+  return status;
+}
+
+grpc::Status AgentService::Verify(grpc::ServerContext* ctx,
+                                  grpc::ServerReaderWriter<v1::VerifyResponse, v1::VerifyRequest>* stream) {
+  RETURN_GRPC_IF_ERROR(Authorize(*ctx).status());
+  v1::VerifyOptions options;
+  std::string message, content;
+  RETURN_GRPC_IF_ERROR(ReadRequests<v1::VerifyRequest>(
+      stream, options_.max_message_bytes, [&](const v1::VerifyRequest& r, bool first, size_t* total) {
+        if (first && r.has_options()) options = r.options();
+        if (!first && r.part_case() == v1::VerifyRequest::kContent) {
+          content.append(r.content());
+          *total += r.content().size();
+          return absl::OkStatus();
+        }
+        return TakeChunk(r, first, total, &message);
+      }));
+  auto anchors = ParseCertList(options.trust_anchors(), "trusted CA certificate");
+  if (!anchors.ok()) return ToGrpcStatus(anchors.status());
+  agent::VerifyOptions vopts;
+  vopts.trust_anchors = std::move(*anchors);
+  if (options.has_at()) vopts.at = absl::FromUnixSeconds(options.at().seconds());
+  vopts.at_signing_time = options.at_signing_time();
+  auto result = engine_.Verify(message, content, vopts);
+  if (!result.ok()) return ToGrpcStatus(result.status());
+  v1::VerifyResponse head;
+  for (const SignerInfo& s : result->signers) {
+    v1::Signer* signer = head.mutable_result()->add_signers();
+    signer->set_subject(s.subject);
+    for (const std::string& e : s.emails) signer->add_emails(e);
+    if (s.signing_time) signer->mutable_signing_time()->set_seconds(absl::ToUnixSeconds(*s.signing_time));
+  }
+  head.mutable_result()->set_from_mismatch(result->from_mismatch);
+  stream->Write(head);
+  WriteChunks<v1::VerifyResponse>(stream, result->content);
+  return grpc::Status::OK;
+}
+
+grpc::Status AgentService::Encrypt(grpc::ServerContext* ctx,
+                                   grpc::ServerReaderWriter<v1::EncryptResponse, v1::EncryptRequest>* stream) {
+  v1::EncryptOptions options;
+  std::string message;
+  absl::Status read = ReadRequests<v1::EncryptRequest>(
+      stream, options_.max_message_bytes, [&](const v1::EncryptRequest& r, bool first, size_t* total) {
+        if (first && r.has_options()) options = r.options();
+        return TakeChunk(r, first, total, &message);
+      });
+  auto encrypt = [&](AuditRecord* audit) -> absl::StatusOr<std::string> {
+    RETURN_IF_ERROR(read);
+    ASSIGN_OR_RETURN(std::vector<CertPtr> recipients, ParseCertList(options.recipients(), "recipient certificate"));
+    agent::EncryptOptions eopts;
+    eopts.oaep = options.oaep();
+    switch (options.cipher()) {
+      case v1::CONTENT_CIPHER_AES128_CBC: eopts.cipher = Cipher::kAes128Cbc; break;
+      case v1::CONTENT_CIPHER_AES256_GCM: eopts.cipher = Cipher::kAes256Gcm; break;
+      default: eopts.cipher = Cipher::kAes256Cbc; break;
+    }
+    std::string plain = std::move(message);
+    if (audit != nullptr) {  // sign first, then encrypt the signed message
+      ASSIGN_OR_RETURN(auto key, Resolve(options.sign_with()));
+      audit->set_key(key->uri());
+      ASSIGN_OR_RETURN(plain, engine_.Sign(key, plain, {options.sign_opaque(), false}, Deadline(*ctx)));
+      // The sender can read what it sent.
+      recipients.push_back(CertPtr(X509_dup(key->certificate()), X509_free));
+    }
+    return engine_.Encrypt(plain, recipients, eopts);
+  };
+  absl::StatusOr<std::string> out = absl::UnknownError("not run");
+  grpc::Status status;
+  if (options.has_sign_with()) {
+    status = AuditedKeyOp(*ctx, "smime_sign_encrypt", SelectorForAudit(options.sign_with()),
+                          [&](AuditRecord& audit) -> absl::Status {
+      audit.set_mechanism("cms-sha256");
+      out = encrypt(&audit);
+      return out.status();
+    });
+  } else {
+    RETURN_GRPC_IF_ERROR(Authorize(*ctx).status());
+    out = encrypt(nullptr);
+    status = ToGrpcStatus(out.status());
+  }
+  if (status.ok()) WriteChunks<v1::EncryptResponse>(stream, *out);
+  return status;
+}
+
+grpc::Status AgentService::Decrypt(grpc::ServerContext* ctx,
+                                   grpc::ServerReaderWriter<v1::DecryptResponse, v1::DecryptRequest>* stream) {
+  std::string message;
+  absl::Status read = ReadRequests<v1::DecryptRequest>(
+      stream, options_.max_message_bytes,
+      [&](const v1::DecryptRequest& r, bool first, size_t* total) { return TakeChunk(r, first, total, &message); });
+  absl::StatusOr<DecryptResult> result = absl::UnknownError("not run");
+  grpc::Status status = AuditedKeyOp(*ctx, "smime_decrypt", "-", [&](AuditRecord& audit) -> absl::Status {
+    RETURN_IF_ERROR(read);
+    audit.set_mechanism("cms");
+    result = engine_.Decrypt(message, Deadline(*ctx));
+    if (result.ok()) audit.set_key(result->key_uri);
+    return result.status();
+  });
+  if (!status.ok()) return status;
+  v1::DecryptResponse head;
+  head.mutable_result()->set_key_uri(result->key_uri);
+  head.mutable_result()->set_is_signed(result->is_signed);
+  stream->Write(head);
+  WriteChunks<v1::DecryptResponse>(stream, result->content);
+  return grpc::Status::OK;
 }
 
 }  // namespace smime::agent

@@ -9,6 +9,7 @@
 #include "agent/audit.h"
 #include "agent/key_resolver.h"
 #include "agent/listener.h"
+#include "agent/smime_engine.h"
 #include "smime/agent/v1/agent.grpc.pb.h"
 #include "tokens/token.h"
 
@@ -17,6 +18,8 @@ namespace smime::agent {
 struct ServiceOptions {
   // Default wait for a token session when the caller set no deadline.
   absl::Duration default_deadline = absl::Seconds(30);
+  // Largest S/MIME message (in or out) the agent handles.
+  size_t max_message_bytes = size_t{64} << 20;
 };
 
 class AgentService final : public v1::Agent::Service {
@@ -36,6 +39,14 @@ class AgentService final : public v1::Agent::Service {
                           v1::DecryptKeyResponse* resp) override;
   grpc::Status GenerateKey(grpc::ServerContext* ctx, const v1::GenerateKeyRequest* req,
                            v1::GenerateKeyResponse* resp) override;
+  grpc::Status Sign(grpc::ServerContext* ctx,
+                    grpc::ServerReaderWriter<v1::SignResponse, v1::SignRequest>* stream) override;
+  grpc::Status Verify(grpc::ServerContext* ctx,
+                      grpc::ServerReaderWriter<v1::VerifyResponse, v1::VerifyRequest>* stream) override;
+  grpc::Status Encrypt(grpc::ServerContext* ctx,
+                       grpc::ServerReaderWriter<v1::EncryptResponse, v1::EncryptRequest>* stream) override;
+  grpc::Status Decrypt(grpc::ServerContext* ctx,
+                       grpc::ServerReaderWriter<v1::DecryptResponse, v1::DecryptRequest>* stream) override;
 
  private:
   // The caller's credentials; PERMISSION_DENIED unless it runs as the
@@ -51,6 +62,7 @@ class AgentService final : public v1::Agent::Service {
                             std::string key_description, Body body);
 
   tokens::Token* token_;
+  SmimeEngine engine_;
   const PeerRegistry* peers_;
   const AuditLog* audit_;
   ServiceOptions options_;

@@ -148,4 +148,89 @@ absl::StatusOr<v1::KeyInfo> AgentClient::GenerateKey(v1::KeyType type, absl::str
   return std::move(*resp.mutable_key());
 }
 
+namespace {
+constexpr size_t kChunkBytes = size_t{1} << 20;
+
+// Sends `first` then `data` (and `content`) in chunks, and collects the
+// responses: `on_response` sees each one.
+template <typename Req, typename Resp, typename OnResponse>
+grpc::Status Exchange(grpc::ClientReaderWriter<Req, Resp>* rw, const Req& first, absl::string_view data,
+                      absl::string_view content, OnResponse on_response) {
+  bool ok = rw->Write(first);
+  for (size_t off = 0; ok && off < data.size(); off += kChunkBytes) {
+    Req req;
+    req.set_data(std::string(data.substr(off, kChunkBytes)));
+    ok = rw->Write(req);
+  }
+  if constexpr (std::is_same_v<Req, v1::VerifyRequest>) {
+    for (size_t off = 0; ok && off < content.size(); off += kChunkBytes) {
+      Req req;
+      req.set_content(std::string(content.substr(off, kChunkBytes)));
+      ok = rw->Write(req);
+    }
+  }
+  rw->WritesDone();
+  Resp resp;
+  while (rw->Read(&resp)) on_response(resp);
+  return rw->Finish();
+}
+}  // namespace
+
+absl::StatusOr<std::string> AgentClient::SignMessage(const v1::SignOptions& options, absl::string_view message) {
+  grpc::ClientContext ctx;
+  Prepare(&ctx);
+  auto rw = stub_->Sign(&ctx);
+  v1::SignRequest first;
+  *first.mutable_options() = options;
+  std::string out;
+  grpc::Status st = Exchange(rw.get(), first, message, "", [&](const v1::SignResponse& r) { out += r.data(); });
+  if (absl::Status s = Convert(st); !s.ok()) return s;
+  return out;
+}
+
+absl::StatusOr<AgentClient::Verified> AgentClient::VerifyMessage(const v1::VerifyOptions& options,
+                                                                 absl::string_view message,
+                                                                 absl::string_view detached_content) {
+  grpc::ClientContext ctx;
+  Prepare(&ctx);
+  auto rw = stub_->Verify(&ctx);
+  v1::VerifyRequest first;
+  *first.mutable_options() = options;
+  Verified out;
+  grpc::Status st = Exchange(rw.get(), first, message, detached_content, [&](const v1::VerifyResponse& r) {
+    if (r.has_result()) out.result = r.result();
+    out.content += r.data();
+  });
+  if (absl::Status s = Convert(st); !s.ok()) return s;
+  return out;
+}
+
+absl::StatusOr<std::string> AgentClient::EncryptMessage(const v1::EncryptOptions& options,
+                                                        absl::string_view message) {
+  grpc::ClientContext ctx;
+  Prepare(&ctx);
+  auto rw = stub_->Encrypt(&ctx);
+  v1::EncryptRequest first;
+  *first.mutable_options() = options;
+  std::string out;
+  grpc::Status st = Exchange(rw.get(), first, message, "", [&](const v1::EncryptResponse& r) { out += r.data(); });
+  if (absl::Status s = Convert(st); !s.ok()) return s;
+  return out;
+}
+
+absl::StatusOr<AgentClient::Decrypted> AgentClient::DecryptMessage(absl::string_view message) {
+  grpc::ClientContext ctx;
+  Prepare(&ctx);
+  auto rw = stub_->Decrypt(&ctx);
+  v1::DecryptRequest first;
+  first.mutable_options();
+  Decrypted out;
+  grpc::Status st = Exchange(rw.get(), first, message, "", [&](const v1::DecryptResponse& r) {
+    if (r.has_result()) out.result = r.result();
+    out.content += r.data();
+  });
+  if (absl::Status s = Convert(st); !s.ok()) return s;
+  return out;
+}
+
 }  // namespace smime::client

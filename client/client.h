@@ -47,6 +47,23 @@ class AgentClient {
                                          absl::string_view ciphertext);
   absl::StatusOr<v1::KeyInfo> GenerateKey(v1::KeyType type, absl::string_view label);
 
+  // S/MIME. Messages go in 1 MiB chunks over a streaming call.
+  absl::StatusOr<std::string> SignMessage(const v1::SignOptions& options, absl::string_view message);
+  struct Verified {
+    v1::VerifyResult result;
+    std::string content;
+  };
+  // `detached_content` is the signed data when `message` is a bare
+  // detached signature; empty otherwise.
+  absl::StatusOr<Verified> VerifyMessage(const v1::VerifyOptions& options, absl::string_view message,
+                                         absl::string_view detached_content = "");
+  absl::StatusOr<std::string> EncryptMessage(const v1::EncryptOptions& options, absl::string_view message);
+  struct Decrypted {
+    v1::DecryptResult result;
+    std::string content;
+  };
+  absl::StatusOr<Decrypted> DecryptMessage(absl::string_view message);
+
   const std::string& socket_path() const { return socket_path_; }
 
  private:

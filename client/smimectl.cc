@@ -15,6 +15,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
@@ -154,6 +155,37 @@ v1::KeyType ParseKeyType(const std::string& s) {
   Die(absl::InvalidArgumentError(absl::StrCat("unknown --type \"", s, "\"")));
 }
 
+constexpr size_t kMaxMessageBytes = size_t{64} << 20;
+
+// "2026-01-02T03:04:05Z" (RFC 3339) or Unix seconds.
+google::protobuf::Timestamp ParseWhen(const std::string& text) {
+  google::protobuf::Timestamp ts;
+  int64_t seconds;
+  absl::Time t;
+  std::string err;
+  if (absl::SimpleAtoi(text, &seconds)) {
+    ts.set_seconds(seconds);
+  } else if (absl::ParseTime(absl::RFC3339_full, text, &t, &err)) {
+    ts.set_seconds(absl::ToUnixSeconds(t));
+  } else {
+    Die(absl::InvalidArgumentError(absl::StrCat("--at \"", text, "\" is neither RFC 3339 nor Unix seconds")));
+  }
+  return ts;
+}
+
+void PrintSigners(const v1::VerifyResult& result) {
+  for (const auto& s : result.signers()) {
+    std::cerr << "smimectl: good signature from " << s.subject();
+    if (!s.emails().empty()) std::cerr << " <" << absl::StrJoin(s.emails(), ", ") << ">";
+    if (s.has_signing_time()) std::cerr << ", signed " << Rfc3339(s.signing_time().seconds());
+    std::cerr << "\n";
+  }
+  if (!result.from_mismatch().empty()) {
+    std::cerr << "smimectl: warning: the signer's certificate does not name the From address "
+              << result.from_mismatch() << "\n";
+  }
+}
+
 int Run(int argc, char** argv) {
   CLI::App app{"smimectl: use the S/MIME keys that smime-agent keeps on a PKCS#11 token"};
   app.require_subcommand(1);
@@ -197,6 +229,44 @@ int Run(int argc, char** argv) {
   keygen->add_option("--label", label, "label for the new key")->required();
   keygen->add_flag("--json", json, "print the new key as JSON");
 
+  auto* smime_sign = app.add_subcommand("sign", "S/MIME-sign a message (multipart/signed by default)");
+  bool opaque = false, pss = false;
+  smime_sign->add_option("--key", key_sel, "email, label, hex id or pkcs11: URI")->required();
+  smime_sign->add_flag("--opaque", opaque, "application/pkcs7-mime signed-data instead of multipart/signed");
+  smime_sign->add_flag("--pss", pss, "RSASSA-PSS instead of PKCS#1 v1.5 (RSA keys)");
+  smime_sign->add_option("--in", in, "the message (RFC 5322 or a MIME entity)")->required();
+  smime_sign->add_option("--out", out, "the signed message")->required();
+
+  auto* verify = app.add_subcommand("verify", "verify an S/MIME, DER or PEM signed message");
+  std::vector<std::string> cas;
+  std::string content_file, at;
+  bool at_signing_time = false;
+  verify->add_option("--ca", cas, "trusted CA certificate file (PEM/DER; repeatable)")->required();
+  verify->add_option("--content", content_file, "signed content, when --in is a detached signature (.p7s)");
+  verify->add_option("--at", at, "check the chain as of this time (RFC 3339 or Unix seconds)");
+  verify->add_flag("--at-signing-time", at_signing_time, "check the chain as of the signature's signingTime");
+  verify->add_option("--in", in, "the signed message or signature")->required();
+  verify->add_option("--out", out, "the signed content")->required();
+
+  auto* encrypt = app.add_subcommand("encrypt", "S/MIME-encrypt a message to recipient certificates");
+  std::vector<std::string> to;
+  std::string cipher = "aes256-cbc", sign_with;
+  bool oaep = false;
+  encrypt->add_option("--to", to, "recipient certificate file (repeatable)")->required();
+  encrypt->add_option("--cipher", cipher, "aes256-cbc (default), aes128-cbc or aes256-gcm");
+  encrypt->add_flag("--oaep", oaep, "RSAES-OAEP key transport (SHA-256) instead of PKCS#1 v1.5");
+  encrypt->add_option("--sign-with", sign_with, "sign with this key first, then encrypt");
+  encrypt->add_option("--in", in, "the message")->required();
+  encrypt->add_option("--out", out, "the encrypted message")->required();
+
+  auto* smime_decrypt = app.add_subcommand("decrypt", "decrypt an S/MIME, DER or PEM encrypted message");
+  bool also_verify = false;
+  smime_decrypt->add_flag("--verify", also_verify, "verify the signed message inside (needs --ca)");
+  smime_decrypt->add_option("--ca", cas, "trusted CA certificate file for --verify (repeatable)");
+  smime_decrypt->add_option("--at", at, "with --verify: check the chain as of this time");
+  smime_decrypt->add_option("--in", in, "the encrypted message")->required();
+  smime_decrypt->add_option("--out", out, "the decrypted MIME entity (written 0600)")->required();
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -233,6 +303,51 @@ int Run(int argc, char** argv) {
       std::string ct = ReadInput(in, 64 * 1024);
       auto plain = Check(client->DecryptKey(TextSelector(key_sel), ParsePadding(padding), ct));
       WriteOutput(out, plain, 0600);
+    } else if (*smime_sign) {
+      v1::SignOptions o;
+      *o.mutable_key() = TextSelector(key_sel);
+      o.set_opaque(opaque);
+      o.set_pss(pss);
+      WriteOutput(out, Check(client->SignMessage(o, ReadInput(in, kMaxMessageBytes))));
+    } else if (*verify) {
+      v1::VerifyOptions o;
+      for (const auto& ca : cas) o.add_trust_anchors(ReadInput(ca, 1 << 20));
+      if (!at.empty()) *o.mutable_at() = ParseWhen(at);
+      o.set_at_signing_time(at_signing_time);
+      std::string content = content_file.empty() ? "" : ReadInput(content_file, kMaxMessageBytes);
+      auto v = Check(client->VerifyMessage(o, ReadInput(in, kMaxMessageBytes), content));
+      PrintSigners(v.result);
+      WriteOutput(out, v.content);
+    } else if (*encrypt) {
+      v1::EncryptOptions o;
+      for (const auto& t : to) o.add_recipients(ReadInput(t, 1 << 20));
+      if (cipher == "aes256-cbc") o.set_cipher(v1::CONTENT_CIPHER_AES256_CBC);
+      else if (cipher == "aes128-cbc") o.set_cipher(v1::CONTENT_CIPHER_AES128_CBC);
+      else if (cipher == "aes256-gcm") o.set_cipher(v1::CONTENT_CIPHER_AES256_GCM);
+      else Die(absl::InvalidArgumentError(absl::StrCat("unknown --cipher \"", cipher, "\"")));
+      o.set_oaep(oaep);
+      if (!sign_with.empty()) *o.mutable_sign_with() = TextSelector(sign_with);
+      WriteOutput(out, Check(client->EncryptMessage(o, ReadInput(in, kMaxMessageBytes))));
+    } else if (*smime_decrypt) {
+      if (also_verify && cas.empty()) Die(absl::InvalidArgumentError("--verify needs --ca"));
+      auto d = Check(client->DecryptMessage(ReadInput(in, kMaxMessageBytes)));
+      std::cerr << "smimectl: decrypted with " << d.result.key_uri() << "\n";
+      std::string content = std::move(d.content);
+      if (d.result.is_signed()) {
+        if (also_verify) {
+          v1::VerifyOptions o;
+          for (const auto& ca : cas) o.add_trust_anchors(ReadInput(ca, 1 << 20));
+          if (!at.empty()) *o.mutable_at() = ParseWhen(at);
+          auto v = Check(client->VerifyMessage(o, content));
+          PrintSigners(v.result);
+          content = std::move(v.content);
+        } else {
+          std::cerr << "smimectl: the decrypted message is signed; check it with --verify --ca FILE\n";
+        }
+      } else if (also_verify) {
+        Die(absl::FailedPreconditionError("the decrypted message is not signed"));
+      }
+      WriteOutput(out, content, 0600);
     } else if (*keygen) {
       auto key = Check(client->GenerateKey(ParseKeyType(type), label));
       if (json) {

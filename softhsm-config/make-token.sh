@@ -63,13 +63,16 @@ if [[ $test_keys -eq 1 ]]; then
   # import NAME ID KEYSPEC CERT_ID
   import() {
     local name="$1" id="$2" keyspec="$3" cert_id="$4"
+    # EC keys encrypt by key agreement (ECDH), RSA keys by key transport.
+    local ku="digitalSignature,keyEncipherment" usage="--usage-decrypt"
+    if [[ "$keyspec" == *EC* ]]; then ku="digitalSignature,keyAgreement"; usage="--usage-derive"; fi
     openssl genpkey $keyspec -out "$work/$name.key" 2>/dev/null
     openssl req -new -key "$work/$name.key" -subj "/CN=${name^}/emailAddress=$name@example.com" \
       -out "$work/$name.csr" 2>/dev/null
     openssl x509 -req -in "$work/$name.csr" -CA "$dir/ca.pem" -CAkey "$work/ca.key" \
       -CAcreateserial -days 3650 -out "$dir/certs/$name.pem" -extfile <(printf '%s\n' \
         "subjectAltName=email:$name@example.com" \
-        "keyUsage=critical,digitalSignature,keyEncipherment" \
+        "keyUsage=critical,$ku" \
         "extendedKeyUsage=emailProtection" \
         "basicConstraints=CA:FALSE") 2>/dev/null
     openssl pkey -in "$work/$name.key" -pubout -out "$dir/pub/$name.pem"
@@ -77,7 +80,7 @@ if [[ $test_keys -eq 1 ]]; then
     openssl pkey -in "$work/$name.key" -pubout -outform DER -out "$work/$name.pub.der"
     openssl x509 -in "$dir/certs/$name.pem" -outform DER -out "$work/$name.crt.der"
     p11 --write-object "$work/$name.key.der" --type privkey --id "$id" --label "$name" \
-      --usage-sign --usage-decrypt --sensitive --private
+      --usage-sign $usage --sensitive --private
     p11 --write-object "$work/$name.pub.der" --type pubkey --id "$id" --label "$name"
     p11 --write-object "$work/$name.crt.der" --type cert --id "$cert_id" --label "$name"
   }

@@ -779,6 +779,82 @@ absl::StatusOr<std::string> Token::Decrypt(const Key& key, DecryptMechanism mech
   });
 }
 
+absl::StatusOr<std::string> Token::PrivateOp(const Key& key, Primitive primitive,
+                                             absl::string_view input, absl::Time deadline) {
+  const bool ec = primitive == Primitive::kEcdsa;
+  if (ec != (key.algorithm() == KeyAlgorithm::kEc) || key.algorithm() == KeyAlgorithm::kOther) {
+    return absl::InvalidArgumentError(absl::StrCat("key \"", key.label(), "\" (", key.short_name(),
+                                                   ") cannot do this operation"));
+  }
+  const bool sign = primitive == Primitive::kRsaPkcs1Sign || primitive == Primitive::kRsaRawSign || ec;
+  if (sign ? !key.can_sign() : !key.can_decrypt()) {
+    return absl::FailedPreconditionError(absl::StrCat("key \"", key.label(), "\" is not allowed to ",
+                                                      sign ? "sign" : "decrypt"));
+  }
+  CK_MECHANISM_TYPE type = CKM_RSA_PKCS;
+  if (primitive == Primitive::kRsaRawSign || primitive == Primitive::kRsaRawDecrypt) type = CKM_RSA_X_509;
+  if (ec) type = CKM_ECDSA;
+  size_t unit = static_cast<size_t>((key.bits() + 7) / 8);
+  size_t out_len = ec ? 2 * unit : unit;
+  if (out_len == 0) out_len = 1024;
+  std::string in(input.data(), input.size());
+  auto result = WithKey(key, [&](const Key& k) {
+    return WithSession(deadline, [&](Session& s) -> absl::StatusOr<std::string> {
+      CK_MECHANISM mech = {type, nullptr, 0};
+      std::string out(out_len, '\0');
+      CK_ULONG len = out.size();
+      if (sign) {
+        RETURN_IF_ERROR(P11_CALL(*module_, C_SignInit, s.handle(), &mech, k.handle_));
+        RETURN_IF_ERROR(P11_CALL(*module_, C_Sign, s.handle(), reinterpret_cast<CK_BYTE*>(in.data()),
+                                 in.size(), reinterpret_cast<CK_BYTE*>(out.data()), &len));
+        out.resize(len);
+        return out;
+      }
+      return DecryptOnce(s, k, &mech, in);
+    });
+  });
+  OPENSSL_cleanse(in.data(), in.size());
+  return result;
+}
+
+absl::StatusOr<std::string> Token::EcdhDerive(const Key& key, absl::string_view peer_point,
+                                              absl::Time deadline) {
+  if (key.algorithm() != KeyAlgorithm::kEc) {
+    return absl::InvalidArgumentError(absl::StrCat("key \"", key.label(), "\" is not an EC key"));
+  }
+  if (!key.can_derive()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("key \"", key.label(), "\" is not allowed to derive (CKA_DERIVE is false)"));
+  }
+  std::string point(peer_point.data(), peer_point.size());
+  CK_ECDH1_DERIVE_PARAMS params = {CKD_NULL, 0, nullptr, point.size(),
+                                   reinterpret_cast<CK_BYTE*>(point.data())};
+  CK_MECHANISM mech = {CKM_ECDH1_DERIVE, &params, sizeof(params)};
+  CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+  CK_KEY_TYPE kt = CKK_GENERIC_SECRET;
+  CK_ULONG value_len = static_cast<CK_ULONG>((key.bits() + 7) / 8);
+  CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+  // A session object that lives just long enough to be read: the shared
+  // secret is an input to the CMS KDF, not a key the token keeps.
+  CK_ATTRIBUTE tmpl[] = {
+      {CKA_CLASS, &cls, sizeof(cls)},         {CKA_KEY_TYPE, &kt, sizeof(kt)},
+      {CKA_TOKEN, &no, sizeof(no)},           {CKA_SENSITIVE, &no, sizeof(no)},
+      {CKA_EXTRACTABLE, &yes, sizeof(yes)},   {CKA_VALUE_LEN, &value_len, sizeof(value_len)},
+  };
+  return WithKey(key, [&](const Key& k) {
+    return WithSession(deadline, [&](Session& s) -> absl::StatusOr<std::string> {
+      CK_OBJECT_HANDLE secret = CK_INVALID_HANDLE;
+      RETURN_IF_ERROR(P11_CALL(*module_, C_DeriveKey, s.handle(), &mech, k.handle_, tmpl,
+                               sizeof(tmpl) / sizeof(tmpl[0]), &secret));
+      auto value = ReadAttributes(*module_, s.handle(), secret, {CKA_VALUE});
+      (void)P11_CALL(*module_, C_DestroyObject, s.handle(), secret);
+      if (!value.ok()) return value.status();
+      if (value->empty()) return absl::InternalError("token did not reveal the ECDH result");
+      return std::move(value->begin()->second);
+    });
+  });
+}
+
 absl::StatusOr<std::shared_ptr<const Key>> Token::GenerateKey(KeySpec spec, absl::string_view label,
                                                               absl::Time deadline) {
   if (label.empty() || label.size() > 128) {

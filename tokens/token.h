@@ -128,6 +128,19 @@ class Token {
   // ("decryption failed"), so callers cannot be used as a padding oracle.
   absl::StatusOr<std::string> Decrypt(const Key& key, DecryptMechanism mechanism,
                                       absl::string_view ciphertext, absl::Time deadline);
+  // The private-key primitives OpenSSL's CMS code needs (through
+  // agent/token_pkey): RSA with PKCS#1 v1.5 block type 1 over caller-made
+  // DigestInfo (kRsaPkcs1), raw RSA (kRsaRaw, for PSS and OAEP that OpenSSL
+  // pads and checks itself), ECDSA over a digest of any hash (kEcdsa, raw
+  // r||s out).
+  enum class Primitive { kRsaPkcs1Sign, kRsaRawSign, kRsaPkcs1Decrypt, kRsaRawDecrypt, kEcdsa };
+  absl::StatusOr<std::string> PrivateOp(const Key& key, Primitive primitive, absl::string_view input,
+                                        absl::Time deadline);
+  // ECDH (CKM_ECDH1_DERIVE, no KDF) with the uncompressed `peer_point`;
+  // returns the shared secret (the x coordinate).
+  absl::StatusOr<std::string> EcdhDerive(const Key& key, absl::string_view peer_point,
+                                         absl::Time deadline);
+
   // Generates a key pair: private part CKA_SENSITIVE, not CKA_EXTRACTABLE,
   // CKA_ID = SHA-1 of the public key value. ALREADY_EXISTS if a key already
   // has `label`.

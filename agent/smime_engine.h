@@ -1,0 +1,81 @@
+// S/MIME sign, verify, encrypt and decrypt with OpenSSL's CMS code; private
+// keys stay on the token (agent/token_pkey).
+#ifndef SMIME_AGENT_SMIME_ENGINE_H_
+#define SMIME_AGENT_SMIME_ENGINE_H_
+
+#include <openssl/x509.h>
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "tokens/token.h"
+
+namespace smime::agent {
+
+using CertPtr = std::shared_ptr<X509>;
+
+struct SignOptions {
+  bool opaque = false;  // application/pkcs7-mime signed-data instead of multipart/signed
+  bool pss = false;     // RSASSA-PSS (RSA keys)
+};
+
+enum class Cipher { kAes256Cbc, kAes128Cbc, kAes256Gcm };
+
+struct EncryptOptions {
+  Cipher cipher = Cipher::kAes256Cbc;
+  bool oaep = false;  // RSAES-OAEP (SHA-256, MGF1-SHA-256) instead of PKCS#1 v1.5
+};
+
+struct VerifyOptions {
+  std::vector<CertPtr> trust_anchors;  // at least one
+  std::optional<absl::Time> at;        // check the chain as of this time
+  bool at_signing_time = false;        // ... as of the signingTime attribute
+};
+
+struct SignerInfo {
+  std::string subject;
+  std::vector<std::string> emails;
+  std::optional<absl::Time> signing_time;
+};
+
+struct VerifyResult {
+  std::string content;  // the signed MIME entity
+  std::vector<SignerInfo> signers;
+  // Set when a From header is there and no signer's certificate names it.
+  std::string from_mismatch;
+};
+
+struct DecryptResult {
+  std::string content;  // the decrypted MIME entity
+  std::string key_uri;  // the token key that opened it
+  bool is_signed = false;
+};
+
+// Parses one or more certificates: DER, PEM, or a PEM bundle.
+absl::StatusOr<std::vector<CertPtr>> ParseCertificates(absl::string_view data);
+
+class SmimeEngine {
+ public:
+  explicit SmimeEngine(tokens::Token* token) : token_(token) {}
+
+  absl::StatusOr<std::string> Sign(std::shared_ptr<const tokens::Key> key, absl::string_view message,
+                                   const SignOptions& options, absl::Time deadline) const;
+  absl::StatusOr<VerifyResult> Verify(absl::string_view input, absl::string_view detached_content,
+                                      const VerifyOptions& options) const;
+  absl::StatusOr<std::string> Encrypt(absl::string_view message, const std::vector<CertPtr>& recipients,
+                                      const EncryptOptions& options) const;
+  // Finds the token key among the message's recipients and decrypts.
+  absl::StatusOr<DecryptResult> Decrypt(absl::string_view input, absl::Time deadline) const;
+
+ private:
+  tokens::Token* token_;
+};
+
+}  // namespace smime::agent
+
+#endif  // SMIME_AGENT_SMIME_ENGINE_H_
