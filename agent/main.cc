@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <grpcpp/ext/health_check_service_server_builder_option.h>
 #include <grpcpp/grpcpp.h>
+#include <openssl/provider.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <signal.h>
 #include <unistd.h>
@@ -117,6 +118,15 @@ int Run(int argc, char** argv) {
   sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   ::signal(SIGPIPE, SIG_IGN);
+
+  // Old mail uses RC2 and 3DES: keep them readable. New mail only uses the
+  // default provider's AES (the engine offers nothing weaker).
+  if (OSSL_PROVIDER_load(nullptr, "legacy") == nullptr) {
+    SMIME_LOG(kWarning, "legacy_provider").Kv("result", "not loaded; RC2 mail will not open");
+  }
+  if (OSSL_PROVIDER_load(nullptr, "default") == nullptr) {
+    return Fail(absl::InternalError("cannot load OpenSSL's default provider"));
+  }
 
   auto audit_fd = OpenAuditLog(config.audit_log);
   if (!audit_fd.ok()) return Fail(audit_fd.status());

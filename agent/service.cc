@@ -265,6 +265,12 @@ grpc::Status AgentService::Verify(grpc::ServerContext* ctx,
   vopts.trust_anchors = std::move(*anchors);
   if (options.has_at()) vopts.at = absl::FromUnixSeconds(options.at().seconds());
   vopts.at_signing_time = options.at_signing_time();
+  vopts.signature_only = options.signature_only();
+  vopts.any_purpose = options.any_purpose();
+  vopts.binary = options.binary();
+  auto extra = ParseCertList(options.extra_certs(), "intermediate certificate");
+  if (!extra.ok()) return ToGrpcStatus(extra.status());
+  vopts.extra_certs = std::move(*extra);
   auto result = engine_.Verify(message, content, vopts);
   if (!result.ok()) return ToGrpcStatus(result.status());
   v1::VerifyResponse head;
@@ -330,14 +336,22 @@ grpc::Status AgentService::Encrypt(grpc::ServerContext* ctx,
 grpc::Status AgentService::Decrypt(grpc::ServerContext* ctx,
                                    grpc::ServerReaderWriter<v1::DecryptResponse, v1::DecryptRequest>* stream) {
   std::string message;
+  v1::DecryptOptions options;
   absl::Status read = ReadRequests<v1::DecryptRequest>(
-      stream, options_.max_message_bytes,
-      [&](const v1::DecryptRequest& r, bool first, size_t* total) { return TakeChunk(r, first, total, &message); });
+      stream, options_.max_message_bytes, [&](const v1::DecryptRequest& r, bool first, size_t* total) {
+        if (first && r.has_options()) options = r.options();
+        return TakeChunk(r, first, total, &message);
+      });
   absl::StatusOr<DecryptResult> result = absl::UnknownError("not run");
-  grpc::Status status = AuditedKeyOp(*ctx, "smime_decrypt", "-", [&](AuditRecord& audit) -> absl::Status {
+  std::string described = options.has_key() ? SelectorForAudit(options.key()) : "-";
+  grpc::Status status = AuditedKeyOp(*ctx, "smime_decrypt", described, [&](AuditRecord& audit) -> absl::Status {
     RETURN_IF_ERROR(read);
     audit.set_mechanism("cms");
-    result = engine_.Decrypt(message, Deadline(*ctx));
+    std::shared_ptr<const tokens::Key> only;
+    if (options.has_key()) {
+      ASSIGN_OR_RETURN(only, Resolve(options.key()));
+    }
+    result = engine_.Decrypt(message, Deadline(*ctx), only);
     if (result.ok()) audit.set_key(result->key_uri);
     return result.status();
   });

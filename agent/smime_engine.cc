@@ -76,7 +76,22 @@ absl::StatusOr<ParsedCms> ParseCms(absl::string_view input) {
   if (trimmed.empty()) return absl::InvalidArgumentError("the input is empty");
   auto bio = MemBio(trimmed);
   if (absl::StartsWith(trimmed, "-----BEGIN")) {
-    out.cms.reset(PEM_read_bio_CMS(bio.get(), nullptr, nullptr, nullptr));
+    // "CMS" and "PKCS7" as OpenSSL writes them, and gpgsm's --armor labels.
+    char* name = nullptr;
+    char* header = nullptr;
+    unsigned char* der = nullptr;
+    long len = 0;
+    if (PEM_read_bio(bio.get(), &name, &header, &der, &len) == 1) {
+      static constexpr absl::string_view kLabels[] = {"CMS", "PKCS7", "PKCS #7 SIGNED DATA",
+                                                      "ENCRYPTED MESSAGE", "SIGNED MESSAGE"};
+      bool known = false;
+      for (absl::string_view l : kLabels) known = known || l == name;
+      const unsigned char* p = der;
+      if (known) out.cms.reset(d2i_CMS_ContentInfo(nullptr, &p, len));
+    }
+    OPENSSL_free(name);
+    OPENSSL_free(header);
+    OPENSSL_free(der);
   } else if (static_cast<unsigned char>(trimmed[0]) == 0x30) {
     out.cms.reset(d2i_CMS_bio(bio.get(), nullptr));
   } else {
@@ -245,7 +260,7 @@ absl::StatusOr<std::string> SmimeEngine::Sign(std::shared_ptr<const tokens::Key>
 
 absl::StatusOr<VerifyResult> SmimeEngine::Verify(absl::string_view input, absl::string_view detached_content,
                                                  const VerifyOptions& options) const {
-  if (options.trust_anchors.empty()) {
+  if (options.trust_anchors.empty() && !options.signature_only) {
     return absl::InvalidArgumentError("verification needs at least one trusted CA certificate");
   }
   ASSIGN_OR_RETURN(ParsedCms parsed, ParseCms(input));
@@ -269,9 +284,15 @@ absl::StatusOr<VerifyResult> SmimeEngine::Verify(absl::string_view input, absl::
     if (!at) return absl::InvalidArgumentError("the signature carries no signingTime attribute");
   }
   if (at) X509_VERIFY_PARAM_set_time(X509_STORE_get0_param(store.get()), absl::ToTimeT(*at));
+  if (options.any_purpose) X509_STORE_set_purpose(store.get(), X509_PURPOSE_ANY);
+  SslPtr<STACK_OF(X509)> extra(sk_X509_new_null());
+  for (const CertPtr& c : options.extra_certs) sk_X509_push(extra.get(), c.get());
   SslPtr<BIO> out(BIO_new(BIO_s_mem()));
   ClearSslErrors();
-  if (CMS_verify(parsed.cms.get(), nullptr, store.get(), content.get(), out.get(), CMS_BINARY) != 1) {
+  // Flags as `openssl cms -verify` uses them, so content comes out byte for
+  // byte as there.
+  unsigned int flags = (options.signature_only ? CMS_NO_SIGNER_CERT_VERIFY : 0) | (options.binary ? CMS_BINARY : 0);
+  if (CMS_verify(parsed.cms.get(), extra.get(), store.get(), content.get(), out.get(), flags) != 1) {
     return SslError(absl::StatusCode::kInvalidArgument, "signature verification failed");
   }
   VerifyResult result;
@@ -337,7 +358,8 @@ absl::StatusOr<std::string> SmimeEngine::Encrypt(absl::string_view message, cons
   return absl::StrCat(split.outer_headers, BioContents(out.get()));
 }
 
-absl::StatusOr<DecryptResult> SmimeEngine::Decrypt(absl::string_view input, absl::Time deadline) const {
+absl::StatusOr<DecryptResult> SmimeEngine::Decrypt(absl::string_view input, absl::Time deadline,
+                                                   std::shared_ptr<const tokens::Key> only_key) const {
   ASSIGN_OR_RETURN(ParsedCms parsed, ParseCms(input));
   int type = OBJ_obj2nid(CMS_get0_type(parsed.cms.get()));
   if (type != NID_pkcs7_enveloped && type != NID_id_smime_ct_authEnvelopedData) {
@@ -348,6 +370,18 @@ absl::StatusOr<DecryptResult> SmimeEngine::Decrypt(absl::string_view input, absl
   std::shared_ptr<const tokens::Key> chosen;
   std::vector<std::string> wanted;
   auto keys = token_->Keys();
+  if (only_key) keys = std::make_shared<const tokens::KeyList>(tokens::KeyList{only_key});
+  X509* chosen_cert = nullptr;
+  auto pick = [&](const std::shared_ptr<const tokens::Key>& k, tokens::KeyAlgorithm alg, auto matches) {
+    if (chosen || k->algorithm() != alg) return;
+    for (const auto& c : k->certificates()) {
+      if (matches(c.get())) {
+        chosen = k;
+        chosen_cert = c.get();
+        return;
+      }
+    }
+  };
   for (int i = 0; i < sk_CMS_RecipientInfo_num(ris); ++i) {
     CMS_RecipientInfo* ri = sk_CMS_RecipientInfo_value(ris, i);
     int ri_type = CMS_RecipientInfo_type(ri);
@@ -358,10 +392,7 @@ absl::StatusOr<DecryptResult> SmimeEngine::Decrypt(absl::string_view input, absl
       CMS_RecipientInfo_ktri_get0_signer_id(ri, &keyid, &issuer, &serial);
       wanted.push_back(DescribeRecipientId(keyid, issuer, serial));
       for (const auto& k : *keys) {
-        if (!chosen && k->certificate() != nullptr && k->algorithm() == tokens::KeyAlgorithm::kRsa &&
-            CMS_RecipientInfo_ktri_cert_cmp(ri, k->certificate()) == 0) {
-          chosen = k;
-        }
+        pick(k, tokens::KeyAlgorithm::kRsa, [&](X509* c) { return CMS_RecipientInfo_ktri_cert_cmp(ri, c) == 0; });
       }
     } else if (ri_type == CMS_RECIPINFO_AGREE) {
       STACK_OF(CMS_RecipientEncryptedKey)* reks = CMS_RecipientInfo_kari_get0_reks(ri);
@@ -373,10 +404,7 @@ absl::StatusOr<DecryptResult> SmimeEngine::Decrypt(absl::string_view input, absl
         CMS_RecipientEncryptedKey_get0_id(rek, &keyid, nullptr, nullptr, &issuer, &serial);
         wanted.push_back(DescribeRecipientId(keyid, issuer, serial));
         for (const auto& k : *keys) {
-          if (!chosen && k->certificate() != nullptr && k->algorithm() == tokens::KeyAlgorithm::kEc &&
-              CMS_RecipientEncryptedKey_cert_cmp(rek, k->certificate()) == 0) {
-            chosen = k;
-          }
+          pick(k, tokens::KeyAlgorithm::kEc, [&](X509* c) { return CMS_RecipientEncryptedKey_cert_cmp(rek, c) == 0; });
         }
       }
     } else {
@@ -385,13 +413,15 @@ absl::StatusOr<DecryptResult> SmimeEngine::Decrypt(absl::string_view input, absl
   }
   ClearSslErrors();
   if (!chosen) {
-    return absl::NotFoundError(absl::StrCat("no key on the token can open this message; it was encrypted for: ",
-                                            absl::StrJoin(wanted, "; ")));
+    return absl::NotFoundError(absl::StrCat(
+        only_key ? absl::StrCat("key \"", only_key->label(), "\" cannot open this message")
+                 : std::string("no key on the token can open this message"),
+        "; it was encrypted for: ", absl::StrJoin(wanted, "; ")));
   }
   ASSIGN_OR_RETURN(std::shared_ptr<EVP_PKEY> pkey, TokenPkey(token_, chosen));
   DeadlineScope scope(deadline);
   SslPtr<BIO> out(BIO_new(BIO_s_mem()));
-  if (CMS_decrypt(parsed.cms.get(), pkey.get(), chosen->certificate(), nullptr, out.get(), CMS_BINARY) != 1) {
+  if (CMS_decrypt(parsed.cms.get(), pkey.get(), chosen_cert, nullptr, out.get(), 0) != 1) {
     absl::Status token = TakeLastTokenError();
     ClearSslErrors();
     // The token being gone or locked is not about the ciphertext and says

@@ -35,6 +35,20 @@ struct VerifyOptions {
   std::vector<CertPtr> trust_anchors;  // at least one
   std::optional<absl::Time> at;        // check the chain as of this time
   bool at_signing_time = false;        // ... as of the signingTime attribute
+  // Untrusted intermediate certificates that may help build the chain.
+  std::vector<CertPtr> extra_certs;
+  // Check only the signature, not the signer's certificate chain (like
+  // `openssl cms -verify -noverify`); the result says who signed, not
+  // whether to trust them.
+  bool signature_only = false;
+  // Accept signer certificates whose keyUsage/extendedKeyUsage do not allow
+  // S/MIME signing (like `-purpose any`). Off: such signatures fail, as in
+  // OpenSSL.
+  bool any_purpose = false;
+  // Digest the signed content as given. Off (the default, as in OpenSSL):
+  // text content is canonicalised to CRLF line ends first, as S/MIME signs
+  // it, so a detached content file with LF line ends still verifies.
+  bool binary = false;
 };
 
 struct SignerInfo {
@@ -69,8 +83,10 @@ class SmimeEngine {
                                       const VerifyOptions& options) const;
   absl::StatusOr<std::string> Encrypt(absl::string_view message, const std::vector<CertPtr>& recipients,
                                       const EncryptOptions& options) const;
-  // Finds the token key among the message's recipients and decrypts.
-  absl::StatusOr<DecryptResult> Decrypt(absl::string_view input, absl::Time deadline) const;
+  // Finds the token key among the message's recipients and decrypts. With
+  // `only_key`, uses that key or fails.
+  absl::StatusOr<DecryptResult> Decrypt(absl::string_view input, absl::Time deadline,
+                                        std::shared_ptr<const tokens::Key> only_key = nullptr) const;
 
  private:
   tokens::Token* token_;

@@ -218,12 +218,13 @@ absl::StatusOr<std::string> AgentClient::EncryptMessage(const v1::EncryptOptions
   return out;
 }
 
-absl::StatusOr<AgentClient::Decrypted> AgentClient::DecryptMessage(absl::string_view message) {
+absl::StatusOr<AgentClient::Decrypted> AgentClient::DecryptMessage(absl::string_view message,
+                                                                   const v1::DecryptOptions& options) {
   grpc::ClientContext ctx;
   Prepare(&ctx);
   auto rw = stub_->Decrypt(&ctx);
   v1::DecryptRequest first;
-  first.mutable_options();
+  *first.mutable_options() = options;
   Decrypted out;
   grpc::Status st = Exchange(rw.get(), first, message, "", [&](const v1::DecryptResponse& r) {
     if (r.has_result()) out.result = r.result();

@@ -62,7 +62,8 @@ class AgentClient {
     v1::DecryptResult result;
     std::string content;
   };
-  absl::StatusOr<Decrypted> DecryptMessage(absl::string_view message);
+  absl::StatusOr<Decrypted> DecryptMessage(absl::string_view message,
+                                           const v1::DecryptOptions& options = {});
 
   const std::string& socket_path() const { return socket_path_; }
 

@@ -241,10 +241,16 @@ int Run(int argc, char** argv) {
   std::vector<std::string> cas;
   std::string content_file, at;
   bool at_signing_time = false;
-  verify->add_option("--ca", cas, "trusted CA certificate file (PEM/DER; repeatable)")->required();
+  verify->add_option("--ca", cas, "trusted CA certificate file (PEM/DER; repeatable)");
   verify->add_option("--content", content_file, "signed content, when --in is a detached signature (.p7s)");
   verify->add_option("--at", at, "check the chain as of this time (RFC 3339 or Unix seconds)");
   verify->add_flag("--at-signing-time", at_signing_time, "check the chain as of the signature's signingTime");
+  std::vector<std::string> untrusted;
+  bool signature_only = false;
+  verify->add_option("--untrusted", untrusted, "intermediate CA certificates to build the chain (repeatable)");
+  verify->add_flag("--signature-only", signature_only,
+                   "check the signature but not the signer's certificate chain (says who signed, not whether "
+                   "to trust them)");
   verify->add_option("--in", in, "the signed message or signature")->required();
   verify->add_option("--out", out, "the signed content")->required();
 
@@ -262,6 +268,7 @@ int Run(int argc, char** argv) {
   auto* smime_decrypt = app.add_subcommand("decrypt", "decrypt an S/MIME, DER or PEM encrypted message");
   bool also_verify = false;
   smime_decrypt->add_flag("--verify", also_verify, "verify the signed message inside (needs --ca)");
+  smime_decrypt->add_option("--key", key_sel, "decrypt with this key only (default: the key the message names)");
   smime_decrypt->add_option("--ca", cas, "trusted CA certificate file for --verify (repeatable)");
   smime_decrypt->add_option("--at", at, "with --verify: check the chain as of this time");
   smime_decrypt->add_option("--in", in, "the encrypted message")->required();
@@ -314,6 +321,9 @@ int Run(int argc, char** argv) {
       for (const auto& ca : cas) o.add_trust_anchors(ReadInput(ca, 1 << 20));
       if (!at.empty()) *o.mutable_at() = ParseWhen(at);
       o.set_at_signing_time(at_signing_time);
+      o.set_signature_only(signature_only);
+      for (const auto& u : untrusted) o.add_extra_certs(ReadInput(u, 1 << 20));
+      if (cas.empty() && !signature_only) Die(absl::InvalidArgumentError("give --ca FILE (or --signature-only)"));
       std::string content = content_file.empty() ? "" : ReadInput(content_file, kMaxMessageBytes);
       auto v = Check(client->VerifyMessage(o, ReadInput(in, kMaxMessageBytes), content));
       PrintSigners(v.result);
@@ -330,7 +340,9 @@ int Run(int argc, char** argv) {
       WriteOutput(out, Check(client->EncryptMessage(o, ReadInput(in, kMaxMessageBytes))));
     } else if (*smime_decrypt) {
       if (also_verify && cas.empty()) Die(absl::InvalidArgumentError("--verify needs --ca"));
-      auto d = Check(client->DecryptMessage(ReadInput(in, kMaxMessageBytes)));
+      v1::DecryptOptions dopts;
+      if (!key_sel.empty()) *dopts.mutable_key() = TextSelector(key_sel);
+      auto d = Check(client->DecryptMessage(ReadInput(in, kMaxMessageBytes), dopts));
       std::cerr << "smimectl: decrypted with " << d.result.key_uri() << "\n";
       std::string content = std::move(d.content);
       if (d.result.is_signed()) {

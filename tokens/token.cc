@@ -558,11 +558,11 @@ absl::Status Token::Refresh() {
           best = &c;
         }
       }
+      if (best != nullptr) key->certificates_.push_back(best->cert);
       for (CertObj& c : certs) {
-        if (SamePublicKey(X509_get0_pubkey(c.cert.get()), key->public_key_.get()) ||
-            (best != nullptr && &c == best)) {
-          c.used = true;
-        }
+        bool mine = SamePublicKey(X509_get0_pubkey(c.cert.get()), key->public_key_.get());
+        if (mine || (best != nullptr && &c == best)) c.used = true;
+        if (mine && &c != best) key->certificates_.push_back(c.cert);
       }
       if (best != nullptr) {
         key->certificate_ = best->cert;

@@ -47,6 +47,9 @@ class Key {
   // it (possible for EC private keys alone).
   EVP_PKEY* public_key() const { return public_key_.get(); }
   X509* certificate() const { return certificate_.get(); }  // null if none
+  // Every certificate on the token for this key (renewals, re-issues),
+  // the one above first. Decryption matches recipients against all of them.
+  const std::vector<std::shared_ptr<X509>>& certificates() const { return certificates_; }
   const CertificateSummary& cert_summary() const { return cert_summary_; }
 
  private:
@@ -64,6 +67,7 @@ class Key {
   bool can_derive_ = false;
   std::shared_ptr<EVP_PKEY> public_key_;
   std::shared_ptr<X509> certificate_;
+  std::vector<std::shared_ptr<X509>> certificates_;
   CertificateSummary cert_summary_;
 };
 
