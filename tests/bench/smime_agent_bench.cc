@@ -110,6 +110,8 @@ void RequestStop(int /*signal*/) { stop_requested.store(true); }
 struct Options {
   double seconds = 1.0;
   std::vector<int> clients = {1, 2, 8};
+  // Operations to run, by name; empty runs all.
+  std::vector<std::string> ops;
   int warmup_ops = 5;
   int64_t max_ops = 1'000'000;
   bool json = false;
@@ -910,6 +912,21 @@ absl::Status RunBenchmark(const Options& options, int argc, char** argv) {
       std::shared_ptr<const tokens::Key> ec,
       token->GenerateKey(tokens::KeySpec::kEcP256, kEcLabel, absl::Now() + absl::Minutes(1)));
   ASSIGN_OR_RETURN(std::vector<Workload> workloads, MakeWorkloads(token.get(), rsa, ec));
+  if (!options.ops.empty()) {
+    std::vector<Workload> chosen;
+    for (const std::string& name : options.ops) {
+      auto it = std::find_if(workloads.begin(), workloads.end(),
+                             [&](const Workload& w) { return w.name == name; });
+      if (it == workloads.end()) {
+        std::vector<std::string> names;
+        for (const Workload& w : workloads) names.push_back(w.name);
+        return absl::InvalidArgumentError(absl::StrCat("unknown operation \"", name,
+                                                       "\"; known: ", absl::StrJoin(names, ", ")));
+      }
+      chosen.push_back(*it);
+    }
+    workloads = std::move(chosen);
+  }
   const Environment env = DescribeEnvironment(argc, argv, *module);
 
   std::cerr << "smime-agent-bench: starting " << options.agent << "\n";
@@ -982,6 +999,8 @@ int Main(int argc, char** argv) {
       ->check(CLI::Range(1, 10000));
   app.add_option("--max-ops", options.max_ops, "upper bound on timed calls per cell")
       ->check(CLI::PositiveNumber);
+  app.add_option("--ops", options.ops, "operations to run (default: all), e.g. p256-sign")
+      ->delimiter(',');
   app.add_flag("--json", options.json, "print a JSON document instead of the table");
   app.add_option("--module", options.module, "SoftHSM2 PKCS#11 module");
   app.add_option("--agent", options.agent, "smime-agent binary to start");
