@@ -57,6 +57,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/string_view.h"
@@ -407,7 +408,15 @@ absl::StatusOr<std::vector<Workload>> MakeWorkloads(tokens::Token* token,
     std::sort(labels.begin(), labels.end());
     return absl::StrJoin(labels, ",");
   };
-  const std::string expected_labels = sorted_labels({kRsaLabel, kEcLabel});
+  // The keys on the token when the run starts: ours and the test keys
+  // make-token.sh imported.
+  std::vector<std::string> labels_at_start;
+  for (const auto& key : *token->Keys()) labels_at_start.push_back(key->label());
+  const std::string expected_labels = sorted_labels(std::move(labels_at_start));
+  if (!absl::StrContains(expected_labels, kRsaLabel) || !absl::StrContains(expected_labels, kEcLabel)) {
+    return absl::InternalError(absl::StrCat("the token lists ", expected_labels,
+                                            ", without the generated keys"));
+  }
   auto list_in_process = [=]() -> absl::StatusOr<std::string> {
     std::vector<std::string> labels;
     for (const auto& key : *token->Keys()) labels.push_back(key->label());
