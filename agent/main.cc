@@ -14,6 +14,7 @@
 #include <iostream>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "agent/audit.h"
 #include "agent/config.h"
 #include "agent/embedded_store.h"
@@ -99,15 +100,17 @@ int Run(int argc, char** argv) {
   take(sessions_opt, config.max_sessions, flags.max_sessions);
   take(max_req_opt, config.max_request_bytes, flags.max_request_bytes);
   take(final_try_opt, config.allow_final_pin_try, flags.allow_final_pin_try);
-  if (config.pin_file.empty() && config.pin_env.empty() && !config.module.empty()) {
-    // Pin flags given for the embedded store are an error of intent below.
-  }
   if (absl::Status st = Validate(config); !st.ok()) return Fail(st);
   LogLevel level;
   ParseLogLevel(config.log_level, &level);
   SetLogLevel(level);
   if (config.socket.empty()) config.socket = DefaultSocketPath();
   if (config.data_dir.empty()) config.data_dir = DefaultDataDir();
+
+  // Debian's abseil is built with Mutex deadlock detection on, which keeps a
+  // lock graph on every Lock (about 1% of the agent's CPU under load): a
+  // debugging aid, not for a daemon on the request path.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
 
   // Signals are taken synchronously by this thread; every other thread
   // (gRPC's, the listener) inherits the blocked mask.
