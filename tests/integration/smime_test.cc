@@ -1,0 +1,361 @@
+// The S/MIME verbs end to end: the real smime-agent over a real SoftHSM token
+// (keys made by openssl and pkcs11-tool), driven by the real smimectl, and
+// every result checked by a peer implementation rather than by project code:
+// `openssl cms` (with the peers' key files, or with the token's RSA keys
+// through OpenSSL's pkcs11-provider), gpgsm in a throwaway GNUPGHOME, and
+// OpenSSL's CMS library for the one message no command line can make (an old
+// signingTime). Messages the peers make go the other way, through the agent.
+// Every positive check is paired with a tampered or wrong input that must be
+// refused, so each test can fail.
+//
+// Keys: the token (softhsm-config/make-token.sh) holds alice (RSA), bob
+// (P-256), erin (RSA, certificate under another CKA_ID) with certificates
+// from the token's test CA, and carol/dave without certificates. The
+// software correspondents frank (RSA), grace (P-256) and henry (RSA, expired)
+// come from make-smime-peers.sh with key files, under their own "Peer CA".
+#include <gtest/gtest.h>
+#include <openssl/cms.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <functional>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/time.h"
+#include "client/client.h"
+#include "tests/testing/status_matchers.h"
+#include "tests/testing/test_env.h"
+
+namespace smime {
+namespace {
+
+using ::smime::testing::CommandResult;
+using ::smime::testing::IsOk;
+using ::smime::testing::ReadFile;
+using ::smime::testing::RunCommand;
+using ::smime::testing::TempDir;
+using ::smime::testing::WriteFile;
+using ::testing::HasSubstr;
+using ::testing::Not;
+using ::testing::StartsWith;
+
+constexpr char kTokenLabel[] = "smime";
+
+// The message every test sends: header fields that stay outside, and the
+// MIME entity that is signed or encrypted.
+constexpr char kOuterHeaders[] =
+    "From: Alice <alice@example.com>\r\n"
+    "To: Frank <frank@example.org>\r\n"
+    "Subject: Quarterly numbers\r\n"
+    "Date: Mon, 01 Jan 2024 10:00:00 +0000\r\n"
+    "Message-ID: <q1-numbers@example.com>\r\n";
+constexpr char kEntity[] =
+    "Content-Type: text/plain; charset=utf-8\r\n"
+    "Content-Transfer-Encoding: 8bit\r\n"
+    "\r\n"
+    "Numbers are up.\r\n"
+    "Gr\xc3\xbc\xc3\x9f" "e, Alice\r\n";
+// A line of kEntity's body: flipping one of its bytes tampers the content.
+constexpr char kBodyLine[] = "Numbers are up.";
+
+std::string Message() { return absl::StrCat(kOuterHeaders, "MIME-Version: 1.0\r\n", kEntity); }
+std::string ToLf(const std::string& s) { return absl::StrReplaceAll(s, {{"\r\n", "\n"}}); }
+
+bool Exists(const std::string& path) { return ::access(path.c_str(), F_OK) == 0; }
+
+// The header block of a message (up to the first empty line).
+std::string HeaderBlock(const std::string& msg) { return msg.substr(0, msg.find("\r\n\r\n") + 2); }
+
+// The first body part of a multipart message, exactly as signed: between
+// "--boundary CRLF" and "CRLF --boundary" (RFC 2046).
+std::string FirstBodyPart(const std::string& msg) {
+  std::string header = HeaderBlock(msg);
+  size_t at = header.find("boundary=\"");
+  if (at == std::string::npos) return "";
+  at += 10;
+  std::string boundary = header.substr(at, header.find('"', at) - at);
+  size_t start = msg.find("--" + boundary + "\r\n");
+  if (start == std::string::npos) return "";
+  start += boundary.size() + 4;
+  size_t end = msg.find("\r\n--" + boundary, start);
+  return end == std::string::npos ? "" : msg.substr(start, end - start);
+}
+
+// Flips the lowest bit of the last byte of the first `needle` in `data`.
+std::string FlipIn(std::string data, const std::string& needle) {
+  size_t at = data.find(needle);
+  if (at == std::string::npos) {
+    ADD_FAILURE() << "\"" << needle << "\" not found";
+    return data;
+  }
+  data[at + needle.size() - 1] ^= 0x01;
+  return data;
+}
+
+size_t Count(const std::string& haystack, const std::string& needle) {
+  size_t n = 0;
+  for (size_t at = haystack.find(needle); at != std::string::npos; at = haystack.find(needle, at + 1)) ++n;
+  return n;
+}
+
+// Asserts what every failed smimectl verb must look like: the exit code, one
+// line "smimectl: ..." naming the problem, and no --out file.
+void ExpectCleanFailure(const CommandResult& r, int exit_code, const std::string& message, const std::string& out) {
+  EXPECT_EQ(r.exit_code, exit_code) << r.err;
+  EXPECT_THAT(r.err, StartsWith("smimectl: "));
+  EXPECT_EQ(Count(r.err, "\n"), 1u) << "not one line: " << r.err;
+  EXPECT_THAT(r.err, HasSubstr(message));
+  EXPECT_TRUE(r.out.empty()) << r.out;
+  EXPECT_FALSE(Exists(out)) << out << " was written";
+}
+
+// The token, the software peers and the agent, made once for the binary.
+class SmimeEnvironment : public ::testing::Environment {
+ public:
+  void SetUp() override {
+    token_ = std::make_unique<testing::TestToken>(testing::MakeToken(kTokenLabel, true));
+    peers_ = std::make_unique<TempDir>();
+    CommandResult r = RunCommand({testing::SourceDir() + "/tests/integration/make-smime-peers.sh", peers_->path()});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    // openssl with the token's keys through pkcs11-provider (the quirks
+    // DESIGN.md names for SoftHSM).
+    WriteFile(peers_->File("pkcs11.cnf"),
+              "openssl_conf = openssl_init\n"
+              "[openssl_init]\nproviders = provider_sect\n"
+              "[provider_sect]\ndefault = default_sect\npkcs11 = pkcs11_sect\n"
+              "[default_sect]\nactivate = 1\n"
+              "[pkcs11_sect]\n"
+              "pkcs11-module-path = " + std::string(testing::kSoftHsmModule) + "\n"
+              "pkcs11-module-quirks = no-deinit no-operation-state\n"
+              "activate = 1\n");
+    auto agent = testing::AgentProcess::Start(
+        {"--module", testing::kSoftHsmModule, "--token", kTokenLabel, "--pin-file", token_->pin_file}, token_->conf);
+    ASSERT_THAT(agent.status(), IsOk());
+    agent_ = std::move(*agent);
+  }
+  void TearDown() override {
+    agent_.reset();
+    peers_.reset();
+    token_.reset();
+  }
+
+  std::unique_ptr<testing::TestToken> token_;
+  std::unique_ptr<TempDir> peers_;
+  std::unique_ptr<testing::AgentProcess> agent_;
+};
+
+SmimeEnvironment* const g_env =
+    static_cast<SmimeEnvironment*>(::testing::AddGlobalTestEnvironment(new SmimeEnvironment));
+
+// Who can open a message, and how the test checks it.
+enum class Opener {
+  kKeyFile,      // openssl cms -decrypt -inkey <the peer's key file>
+  kOpensslToken, // openssl cms -decrypt with the token key via pkcs11-provider (RSA)
+  kAgent,        // smimectl decrypt --key NAME (where no peer tool can use the key)
+};
+
+class SmimeTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(g_env->agent_ != nullptr && g_env->agent_->Running())
+        << (g_env->agent_ ? g_env->agent_->Log() : "no agent");
+  }
+  void TearDown() override {
+    // Whatever the test sent, the agent still serves.
+    ASSERT_TRUE(g_env->agent_ != nullptr);
+    EXPECT_TRUE(g_env->agent_->Running()) << g_env->agent_->Log();
+    auto c = client::AgentClient::Connect(g_env->agent_->socket());
+    ASSERT_THAT(c.status(), IsOk());
+    EXPECT_THAT((*c)->ListKeys().status(), IsOk());
+  }
+
+ public:
+  // Helpers, also for the error table's input makers.
+  static CommandResult Ctl(std::vector<std::string> args, const std::string& socket = "") {
+    std::vector<std::string> argv = {testing::SmimectlBinary(), "--socket",
+                                     socket.empty() ? g_env->agent_->socket() : socket};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return RunCommand(argv);
+  }
+  static CommandResult Openssl(std::vector<std::string> args) {
+    args.insert(args.begin(), "openssl");
+    return RunCommand(args);
+  }
+  // openssl with the token's private keys (pkcs11-provider).
+  static CommandResult OpensslWithToken(std::vector<std::string> args) {
+    args.insert(args.begin(), "openssl");
+    return RunCommand(args, testing::WithEnv({{"OPENSSL_CONF", g_env->peers_->File("pkcs11.cnf")},
+                                              {"SOFTHSM2_CONF", g_env->token_->conf}}));
+  }
+  // The PIN comes from the token's pin file, not the command line.
+  static std::string TokenKeyUri(const std::string& name) {
+    return absl::StrCat("pkcs11:token=", kTokenLabel, ";object=", name,
+                        ";type=private?pin-source=file:", g_env->token_->pin_file);
+  }
+
+  static std::string TestCa() { return g_env->token_->Path("ca.pem"); }
+  static std::string PeerCa() { return g_env->peers_->File("peer-ca.pem"); }
+  static bool OnToken(const std::string& name) { return name == "alice" || name == "bob" || name == "erin"; }
+  // Certificate file of a token key or a software peer.
+  static std::string Cert(const std::string& name) {
+    return OnToken(name) ? g_env->token_->Path("certs/" + name + ".pem") : g_env->peers_->File(name + ".pem");
+  }
+  static std::string KeyFile(const std::string& name) { return g_env->peers_->File(name + ".key"); }
+
+  // `openssl cms -cmsout -print` of an S/MIME message.
+  static std::string CmsPrint(const std::string& file, const std::string& inform = "SMIME") {
+    CommandResult r = Openssl({"cms", "-cmsout", "-print", "-inform", inform, "-in", file});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return r.out;
+  }
+  // The DER CMS inside an S/MIME message, as openssl reads it.
+  static std::string ToDer(const std::string& smime_file, const std::string& der_file) {
+    CommandResult r = Openssl({"cms", "-cmsout", "-in", smime_file, "-outform", "DER", "-out", der_file});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return ReadFile(der_file);
+  }
+
+  // Opens `enc` as recipient `name` the way `how` says; returns the content
+  // (empty with a test failure when it does not open).
+  static std::string Open(const std::string& enc, const std::string& name, Opener how, const TempDir& tmp) {
+    std::string out = tmp.File(absl::StrCat("opened-", name, "-", static_cast<int>(how)));
+    CommandResult r;
+    switch (how) {
+      case Opener::kKeyFile:
+        r = Openssl({"cms", "-decrypt", "-in", enc, "-recip", Cert(name), "-inkey", KeyFile(name), "-out", out});
+        break;
+      case Opener::kOpensslToken:
+        r = OpensslWithToken(
+            {"cms", "-decrypt", "-in", enc, "-recip", Cert(name), "-inkey", TokenKeyUri(name), "-out", out});
+        break;
+      case Opener::kAgent:
+        r = Ctl({"decrypt", "--key", name, "--in", enc, "--out", out});
+        if (r.exit_code == 0) {
+          EXPECT_THAT(r.err, HasSubstr(absl::StrCat(";object=", name, ";type=private"))) << r.err;
+        }
+        break;
+    }
+    EXPECT_EQ(r.exit_code, 0) << name << " (opener " << static_cast<int>(how) << "): " << r.err;
+    return ReadFile(out);
+  }
+
+  // A signature from alice through the agent.
+  static std::string AgentSigned(const TempDir& tmp, const std::string& message, std::vector<std::string> flags = {}) {
+    WriteFile(tmp.File("to-sign.eml"), message);
+    std::vector<std::string> args = {"sign", "--key", "alice", "--in", tmp.File("to-sign.eml"), "--out",
+                                     tmp.File("signed.eml")};
+    args.insert(args.end(), flags.begin(), flags.end());
+    CommandResult r = Ctl(args);
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return tmp.File("signed.eml");
+  }
+};
+
+// ---------------------------------------------------------------------------
+// 1. sign: the agent signs, openssl verifies.
+
+struct SignCase {
+  std::string name;
+  std::string key;                 // selector given to smimectl
+  std::string signer;              // whose certificate must be the signer's
+  std::vector<std::string> flags;  // --opaque, --pss
+  std::string signature_algorithm; // as `openssl cms -print` names it
+  bool lf_input = false;           // give the message with LF line ends
+};
+void PrintTo(const SignCase& c, std::ostream* os) { *os << c.name; }
+
+class SmimeSignTest : public SmimeTest, public ::testing::WithParamInterface<SignCase> {};
+
+TEST_P(SmimeSignTest, OpensslVerifiesAndRejectsATamperedCopy) {
+  const SignCase& c = GetParam();
+  const bool opaque = std::find(c.flags.begin(), c.flags.end(), "--opaque") != c.flags.end();
+  TempDir tmp;
+  WriteFile(tmp.File("msg.eml"), c.lf_input ? ToLf(Message()) : Message());
+  std::vector<std::string> args = {"sign", "--key", c.key, "--in", tmp.File("msg.eml"), "--out", tmp.File("signed.eml")};
+  args.insert(args.end(), c.flags.begin(), c.flags.end());
+  CommandResult s = Ctl(args);
+  ASSERT_EQ(s.exit_code, 0) << s.err;
+  EXPECT_EQ(s.err, "");
+  const std::string signed_msg = ReadFile(tmp.File("signed.eml"));
+
+  // The outer header fields stay outside, in order; the Content-* fields
+  // of the message moved into the signed entity.
+  EXPECT_THAT(signed_msg, StartsWith(absl::StrCat(kOuterHeaders, "MIME-Version: 1.0\r\n")));
+  const std::string header = HeaderBlock(signed_msg);
+  EXPECT_EQ(Count(header, "Content-Type:"), 1u) << header;
+  EXPECT_THAT(header, Not(HasSubstr("charset=utf-8")));
+  EXPECT_THAT(header, Not(HasSubstr("8bit")));
+  if (opaque) {
+    EXPECT_THAT(header, HasSubstr("Content-Type: application/pkcs7-mime; smime-type=signed-data"));
+  } else {
+    EXPECT_THAT(header, HasSubstr("Content-Type: multipart/signed;"));
+    EXPECT_THAT(header, HasSubstr("protocol=\"application/pkcs7-signature\""));
+    EXPECT_THAT(header, HasSubstr("micalg=\"sha-256\""));
+    // The signed part carries the Content-* fields and the body, CRLF.
+    EXPECT_EQ(FirstBodyPart(signed_msg), kEntity);
+  }
+
+  // What was signed, as openssl sees it: SHA-256, the expected signature
+  // algorithm, the signer's certificate included.
+  std::string print = CmsPrint(tmp.File("signed.eml"));
+  EXPECT_THAT(print, HasSubstr("algorithm: sha256 (2.16.840.1.101.3.4.2.1)"));
+  EXPECT_THAT(print, HasSubstr(absl::StrCat("algorithm: ", c.signature_algorithm, " (")));
+  EXPECT_THAT(print, HasSubstr("signingTime"));
+
+  CommandResult v = Openssl({"cms", "-verify", "-CAfile", TestCa(), "-in", tmp.File("signed.eml"), "-out",
+                             tmp.File("content"), "-signer", tmp.File("signer.pem")});
+  ASSERT_EQ(v.exit_code, 0) << v.err;
+  EXPECT_THAT(v.err, HasSubstr("Verification successful"));
+  EXPECT_EQ(ReadFile(tmp.File("content")), kEntity);
+  EXPECT_EQ(ReadFile(tmp.File("signer.pem")), ReadFile(Cert(c.signer)));
+
+  // One flipped byte of the signed content: openssl and the agent refuse.
+  std::string tampered = tmp.File(opaque ? "tampered.der" : "tampered.eml");
+  if (opaque) {
+    WriteFile(tampered, FlipIn(ToDer(tmp.File("signed.eml"), tmp.File("signed.der")), kBodyLine));
+  } else {
+    WriteFile(tampered, FlipIn(signed_msg, kBodyLine));
+  }
+  CommandResult bad = Openssl({"cms", "-verify", "-CAfile", TestCa(), "-inform", opaque ? "DER" : "SMIME", "-in",
+                               tampered, "-out", tmp.File("bad-content")});
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_THAT(bad.err, HasSubstr("Verification failure"));
+  CommandResult agent_bad = Ctl({"verify", "--ca", TestCa(), "--in", tampered, "--out", tmp.File("agent-bad")});
+  ExpectCleanFailure(agent_bad, 2, "signature verification failed", tmp.File("agent-bad"));
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Keys, SmimeSignTest,
+    ::testing::Values(SignCase{"RsaMultipart", "alice@example.com", "alice", {}, "rsaEncryption"},
+                      SignCase{"RsaOpaque", "alice", "alice", {"--opaque"}, "rsaEncryption"},
+                      SignCase{"RsaPss", "alice", "alice", {"--pss"}, "rsassaPss"},
+                      SignCase{"RsaPssOpaque", "01", "alice", {"--pss", "--opaque"}, "rsassaPss"},
+                      SignCase{"EcdsaMultipart", "bob@example.com", "bob", {}, "ecdsa-with-SHA256"},
+                      SignCase{"EcdsaOpaque", "bob", "bob", {"--opaque"}, "ecdsa-with-SHA256"},
+                      SignCase{"CertificateUnderOtherId", "erin", "erin", {}, "rsaEncryption"},
+                      SignCase{"LfInputSignedAsCrlf", "alice", "alice", {}, "rsaEncryption", true}),
+    [](const auto& p) { return p.param.name; });
+
+TEST_F(SmimeTest, PssSignatureParametersAreSha256WithDigestLengthSalt) {
+  TempDir tmp;
+  std::string signed_file = AgentSigned(tmp, Message(), {"--pss"});
+  std::string print = CmsPrint(signed_file);
+  size_t at = print.find("algorithm: rsassaPss");
+  ASSERT_NE(at, std::string::npos) << print;
+  std::string params = print.substr(at, 1200);
+  EXPECT_THAT(params, HasSubstr(":sha256"));
+  EXPECT_THAT(params, HasSubstr(":mgf1"));
+  EXPECT_THAT(params, HasSubstr("INTEGER           :20"));  // salt 32 bytes
+  // openssl agrees the PSS signature holds.
+  CommandResult v = Openssl({"cms", "-verify", "-CAfile", TestCa(), "-in", signed_file, "-out", tmp.File("c")});
+  EXPECT_EQ(v.exit_code, 0) << v.err;
+}
+
+}  // namespace
+}  // namespace smime
