@@ -813,5 +813,475 @@ INSTANTIATE_TEST_SUITE_P(
         OpensslEncryptCase{"EcdsaSignThenEncryptGcm", "-aes-256-gcm", {"bob"}, {}, "SMIME", "bob", "grace"}),
     [](const auto& p) { return p.param.name; });
 
+// ---------------------------------------------------------------------------
+// 5. Bad input and errors: exit code, one clear line, no --out, agent serves.
+
+struct ErrorCase {
+  std::string name;
+  // Makes inputs in `tmp`; returns smimectl's arguments, writing to `out`.
+  std::function<std::vector<std::string>(const TempDir& tmp, const std::string& out)> args;
+  int exit_code;
+  std::string message;
+};
+void PrintTo(const ErrorCase& c, std::ostream* os) { *os << c.name; }
+
+class SmimeErrorTest : public SmimeTest, public ::testing::WithParamInterface<ErrorCase> {};
+
+TEST_P(SmimeErrorTest, FailsCleanlyAndWritesNothing) {
+  const ErrorCase& c = GetParam();
+  TempDir tmp;
+  std::string out = tmp.File("out");
+  std::vector<std::string> args = c.args(tmp, out);
+  if (HasFatalFailure()) return;
+  CommandResult r = Ctl(args);
+  ExpectCleanFailure(r, c.exit_code, c.message, out);
+}
+
+// Some bytes that are no CMS in any form (the first is not 0x30).
+std::string Garbage() {
+  std::string g;
+  uint32_t x = 0x9e3779b9;
+  for (int i = 0; i < 3000; ++i) {
+    x = x * 1664525 + 1013904223;
+    g.push_back(static_cast<char>(x >> 24));
+  }
+  g[0] = '\x01';
+  return g;
+}
+
+std::string EncryptWithOpenssl(const TempDir& tmp, const std::vector<std::string>& recipients,
+                               const std::string& cipher = "-aes256", const std::string& outform = "DER") {
+  WriteFile(tmp.File("plain.eml"), Message());
+  std::vector<std::string> args = {"cms", "-encrypt", cipher, "-in", tmp.File("plain.eml"), "-outform", outform,
+                                   "-out", tmp.File("enc")};
+  for (const std::string& r : recipients) args.insert(args.end(), {"-recip", SmimeTest::Cert(r)});
+  CommandResult e = SmimeTest::Openssl(args);
+  EXPECT_EQ(e.exit_code, 0) << e.err;
+  return tmp.File("enc");
+}
+
+// Offset of the content of the last primitive `what` (e.g. "cont [ 0 ]")
+// in a DER file, as `openssl asn1parse` reports it.
+size_t Asn1ContentOffset(const std::string& der_file, const std::string& what) {
+  CommandResult p = RunCommand({"openssl", "asn1parse", "-inform", "DER", "-in", der_file});
+  EXPECT_EQ(p.exit_code, 0) << p.err;
+  size_t found = 0;
+  for (absl::string_view line : absl::StrSplit(p.out, '\n')) {
+    if (!absl::StrContains(line, "prim: " + what)) continue;
+    unsigned long offset = 0, hl = 0;
+    int depth = 0;
+    if (std::sscanf(std::string(line).c_str(), " %lu:d=%d hl=%lu", &offset, &depth, &hl) == 3) found = offset + hl;
+  }
+  EXPECT_NE(found, 0u) << p.out;
+  return found;
+}
+
+const ErrorCase kErrorCases[] = {
+    {"DecryptGarbage",
+     [](const TempDir& tmp, const std::string& out) -> std::vector<std::string> {
+       WriteFile(tmp.File("garbage"), Garbage());
+       return {"decrypt", "--in", tmp.File("garbage"), "--out", out};
+     },
+     2, "the input is not an S/MIME message, DER CMS or PEM CMS"},
+    {"VerifyGarbage",
+     [](const TempDir& tmp, const std::string& out) -> std::vector<std::string> {
+       WriteFile(tmp.File("garbage"), Garbage());
+       return {"verify", "--ca", SmimeTest::TestCa(), "--in", tmp.File("garbage"), "--out", out};
+     },
+     2, "the input is not an S/MIME message, DER CMS or PEM CMS"},
+    {"DecryptEmptyInput",
+     [](const TempDir& tmp, const std::string& out) -> std::vector<std::string> {
+       WriteFile(tmp.File("empty"), "");
+       return {"decrypt", "--in", tmp.File("empty"), "--out", out};
+     },
+     2, "the input is empty"},
+    {"DecryptTruncatedDer",
+     [](const TempDir& tmp, const std::string& out) -> std::vector<std::string> {
+       std::string der = ReadFile(EncryptWithOpenssl(tmp, {"alice"}));
+       WriteFile(tmp.File("truncated.der"), der.substr(0, der.size() / 2));
+       return {"decrypt", "--in", tmp.File("truncated.der"), "--out", out};
+     },
+     2, "the input is not an S/MIME message, DER CMS or PEM CMS"},
+    {"DecryptTruncatedSmime",
+     [](const TempDir& tmp, const std::string& out) -> std::vector<std::string> {
+       std::string msg = ReadFile(EncryptWithOpenssl(tmp, {"alice"}, "-aes256", "SMIME"));
+       WriteFile(tmp.File("truncated.eml"), msg.substr(0, msg.size() * 2 / 3));
+       return {"decrypt", "--in", tmp.File("truncated.eml"), "--out", out};
+     },
+     2, "the input is not an S/MIME message, DER CMS or PEM CMS"},
+    {"VerifyTruncatedOpaque",
+     [](const TempDir& tmp, const std::string& out) -> std::vector<std::string> {
+       std::string msg = ReadFile(SmimeTest::AgentSigned(tmp, Message(), {"--opaque"}));
+       WriteFile(tmp.File("truncated.eml"), msg.substr(0, msg.size() / 2));
+       return {"verify", "--ca", SmimeTest::TestCa(), "--in", tmp.File("truncated.eml"), "--out", out};
+     },
+     2, "the input is not an S/MIME message, DER CMS or PEM CMS"},
+    // Neither RecipientInfo names a token key: the error says whom it is for.
+    {"DecryptForOthersListsRecipients",
+     [](const TempDir& tmp, const std::string& out) -> std::vector<std::string> {
+       return {"decrypt", "--in", EncryptWithOpenssl(tmp, {"frank", "grace"}), "--out", out};
+     },
+     1,
+     "smimectl: no key on the token can open this message; it was encrypted for: "
+     "issuer \"CN=Peer CA\" serial 1001; issuer \"CN=Peer CA\" serial 1002\n"},
+    {"DecryptWithAKeyThatIsNoRecipient",
+     [](const TempDir& tmp, const std::string& out) -> std::vector<std::string> {
+       return {"decrypt", "--key", "bob", "--in", EncryptWithOpenssl(tmp, {"alice"}), "--out", out};
+     },
+     1, "key \"bob\" cannot open this message; it was encrypted for: issuer \"O=smime-agent tests,CN=smime-agent Test CA\""},
+    {"DecryptASignedMessage",
+     [](const TempDir& tmp, const std::string& out) -> std::vector<std::string> {
+       return {"decrypt", "--in", SmimeTest::AgentSigned(tmp, Message()), "--out", out};
+     },
+     2, "the input is not an encrypted message"},
+    {"VerifyAnEncryptedMessage",
+     [](const TempDir& tmp, const std::string& out) -> std::vector<std::string> {
+       return {"verify", "--ca", SmimeTest::TestCa(), "--in", EncryptWithOpenssl(tmp, {"alice"}), "--out", out};
+     },
+     2, "the input is not a signed message"},
+    {"VerifyWithTheWrongCa",
+     [](const TempDir& tmp, const std::string& out) -> std::vector<std::string> {
+       return {"verify", "--ca", SmimeTest::PeerCa(), "--in", SmimeTest::AgentSigned(tmp, Message()), "--out", out};
+     },
+     2, "signature verification failed"},
+    {"VerifyDetachedWithoutContent",
+     [](const TempDir& tmp, const std::string& out) -> std::vector<std::string> {
+       WriteFile(tmp.File("content"), kEntity);
+       CommandResult s = RunCommand({"openssl", "cms", "-sign", "-signer", SmimeTest::Cert("frank"), "-inkey",
+                                     SmimeTest::KeyFile("frank"), "-in", tmp.File("content"), "-outform", "DER",
+                                     "-out", tmp.File("sig.p7s")});
+       EXPECT_EQ(s.exit_code, 0) << s.err;
+       return {"verify", "--ca", SmimeTest::PeerCa(), "--in", tmp.File("sig.p7s"), "--out", out};
+     },
+     2, "the signature is detached; give the signed content too"},
+    {"SignWithUnknownKey",
+     [](const TempDir& tmp, const std::string& out) -> std::vector<std::string> {
+       WriteFile(tmp.File("msg.eml"), Message());
+       return {"sign", "--key", "nobody@example.com", "--in", tmp.File("msg.eml"), "--out", out};
+     },
+     1, "smimectl: no key matches \"nobody@example.com\"\n"},
+    {"SignWithKeyWithoutCertificate",
+     [](const TempDir& tmp, const std::string& out) -> std::vector<std::string> {
+       WriteFile(tmp.File("msg.eml"), Message());
+       return {"sign", "--key", "carol", "--in", tmp.File("msg.eml"), "--out", out};
+     },
+     1, "smimectl: key \"carol\" has no certificate; S/MIME signing needs one (import it first)\n"},
+    {"SignPssWithEcKey",
+     [](const TempDir& tmp, const std::string& out) -> std::vector<std::string> {
+       WriteFile(tmp.File("msg.eml"), Message());
+       return {"sign", "--key", "bob", "--pss", "--in", tmp.File("msg.eml"), "--out", out};
+     },
+     2, "smimectl: RSA-PSS needs an RSA key; \"bob\" is p256\n"},
+    {"SignHeaderWithoutBody",
+     [](const TempDir& tmp, const std::string& out) -> std::vector<std::string> {
+       WriteFile(tmp.File("msg.eml"), "Subject: no body\r\nFrom: alice@example.com\r\n");
+       return {"sign", "--key", "alice", "--in", tmp.File("msg.eml"), "--out", out};
+     },
+     2, "the message has no blank line between header and body"},
+    {"SignThenEncryptWithKeyWithoutCertificate",
+     [](const TempDir& tmp, const std::string& out) -> std::vector<std::string> {
+       WriteFile(tmp.File("msg.eml"), Message());
+       return {"encrypt", "--to", SmimeTest::Cert("frank"), "--sign-with", "dave", "--in", tmp.File("msg.eml"),
+               "--out", out};
+     },
+     1, "key \"dave\" has no certificate"},
+    {"EncryptToExpiredCertificate",
+     [](const TempDir& tmp, const std::string& out) -> std::vector<std::string> {
+       WriteFile(tmp.File("msg.eml"), Message());
+       return {"encrypt", "--to", SmimeTest::Cert("henry"), "--in", tmp.File("msg.eml"), "--out", out};
+     },
+     1, "recipient certificate \"emailAddress=henry@example.org,CN=Henry\" expired on 2020-12-31T23:59:59Z"},
+    {"EncryptToNoCertificate",
+     [](const TempDir& tmp, const std::string& out) -> std::vector<std::string> {
+       WriteFile(tmp.File("msg.eml"), Message());
+       return {"encrypt", "--to", SmimeTest::KeyFile("frank"), "--in", tmp.File("msg.eml"), "--out", out};
+     },
+     2, "recipient certificate: no certificate found"},
+    {"EncryptUnknownCipher",
+     [](const TempDir& tmp, const std::string& out) -> std::vector<std::string> {
+       WriteFile(tmp.File("msg.eml"), Message());
+       return {"encrypt", "--to", SmimeTest::Cert("frank"), "--cipher", "des", "--in", tmp.File("msg.eml"), "--out",
+               out};
+     },
+     2, "smimectl: unknown --cipher \"des\"\n"},
+    {"VerifyUnparsableAt",
+     [](const TempDir& tmp, const std::string& out) -> std::vector<std::string> {
+       return {"verify", "--ca", SmimeTest::TestCa(), "--at", "yesterday", "--in",
+               SmimeTest::AgentSigned(tmp, Message()), "--out", out};
+     },
+     2, "smimectl: --at \"yesterday\" is neither RFC 3339 nor Unix seconds\n"},
+    // smimectl refuses before sending: 64 MiB is the stream's limit.
+    {"InputOverSmimectlLimit",
+     [](const TempDir& tmp, const std::string& out) -> std::vector<std::string> {
+       WriteFile(tmp.File("huge.eml"), absl::StrCat("Subject: huge\r\n\r\n", std::string((64 << 20) + 1, 'x')));
+       return {"sign", "--key", "alice", "--in", tmp.File("huge.eml"), "--out", out};
+     },
+     2, "huge.eml is larger than 67108864 bytes"},
+};
+
+INSTANTIATE_TEST_SUITE_P(Inputs, SmimeErrorTest, ::testing::ValuesIn(kErrorCases),
+                         [](const auto& p) { return p.param.name; });
+
+std::string FlipAt(std::string data, size_t offset) {
+  data.at(offset) ^= 0x01;
+  return data;
+}
+
+// AES-GCM: one flipped bit of the ciphertext or of the tag, and the message
+// does not open (and nothing of it comes out).
+struct GcmTamperCase {
+  std::string name;
+  bool tag;  // flip in the MAC instead of the ciphertext
+};
+void PrintTo(const GcmTamperCase& c, std::ostream* os) { *os << c.name; }
+
+class GcmTamperTest : public SmimeTest, public ::testing::WithParamInterface<GcmTamperCase> {};
+
+TEST_P(GcmTamperTest, DecryptionFailsCleanly) {
+  TempDir tmp;
+  std::string enc = EncryptWithOpenssl(tmp, {"alice"}, "-aes-256-gcm", "DER");
+  // The untouched message opens.
+  CommandResult ok = Ctl({"decrypt", "--in", enc, "--out", tmp.File("ok")});
+  ASSERT_EQ(ok.exit_code, 0) << ok.err;
+  ASSERT_EQ(ReadFile(tmp.File("ok")), Message());
+  std::string der = ReadFile(enc);
+  // AuthEnvelopedData ends with the 16-byte MAC; the ciphertext is the
+  // [0] IMPLICIT encryptedContent before it.
+  size_t offset = GetParam().tag ? der.size() - 5 : Asn1ContentOffset(enc, "cont [ 0 ]") + 7;
+  WriteFile(tmp.File("tampered.der"), FlipAt(der, offset));
+  CommandResult r = Ctl({"decrypt", "--in", tmp.File("tampered.der"), "--out", tmp.File("out")});
+  ExpectCleanFailure(r, 2, "smimectl: decryption failed\n", tmp.File("out"));
+  // openssl agrees it is broken (with the token key through pkcs11-provider).
+  CommandResult o = OpensslWithToken({"cms", "-decrypt", "-inform", "DER", "-in", tmp.File("tampered.der"), "-recip",
+                                      Cert("alice"), "-inkey", TokenKeyUri("alice"), "-out", tmp.File("o")});
+  EXPECT_NE(o.exit_code, 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(Where, GcmTamperTest,
+                         ::testing::Values(GcmTamperCase{"Ciphertext", false}, GcmTamperCase{"Tag", true}),
+                         [](const auto& p) { return p.param.name; });
+
+// --max-request-bytes below one 1 MiB chunk: the stream is refused, the
+// agent serves on.
+TEST_F(SmimeTest, MessageOverAgentRequestLimitIsRefused) {
+  TempDir tmp;
+  auto small = testing::AgentProcess::Start({"--module", testing::kSoftHsmModule, "--token", kTokenLabel, "--pin-file",
+                                             g_env->token_->pin_file, "--max-request-bytes", "1048576"},
+                                            g_env->token_->conf);
+  ASSERT_THAT(small.status(), IsOk());
+  WriteFile(tmp.File("big.eml"), absl::StrCat("Subject: big\r\n\r\n", std::string(1536 << 10, 'x')));
+  CommandResult r = Ctl({"sign", "--key", "alice", "--in", tmp.File("big.eml"), "--out", tmp.File("out")},
+                        (*small)->socket());
+  ExpectCleanFailure(r, 1, "larger than", tmp.File("out"));
+  WriteFile(tmp.File("small.eml"), Message());
+  CommandResult s = Ctl({"sign", "--key", "alice", "--in", tmp.File("small.eml"), "--out", tmp.File("ok")},
+                        (*small)->socket());
+  EXPECT_EQ(s.exit_code, 0) << s.err;
+  EXPECT_TRUE((*small)->Running());
+}
+
+// ---------------------------------------------------------------------------
+// 6. verify options.
+
+// `openssl x509 -<field>` of a certificate as Unix seconds.
+int64_t CertTime(const std::string& cert, const std::string& field) {
+  CommandResult r = RunCommand({"openssl", "x509", "-in", cert, "-noout", "-" + field, "-dateopt", "iso_8601"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  std::string value(absl::StripAsciiWhitespace(r.out.substr(r.out.find('=') + 1)));
+  absl::Time t;
+  std::string err;
+  EXPECT_TRUE(absl::ParseTime("%Y-%m-%d %H:%M:%SZ", value, &t, &err)) << value << ": " << err;
+  return absl::ToUnixSeconds(t);
+}
+
+std::string Rfc3339(int64_t s) {
+  return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::FromUnixSeconds(s), absl::UTCTimeZone());
+}
+
+TEST_F(SmimeTest, VerifyAtBeforeCertificateValidityFailsAndNowPasses) {
+  TempDir tmp;
+  std::string signed_file = AgentSigned(tmp, Message());
+  int64_t not_before = CertTime(Cert("alice"), "startdate");
+  struct At {
+    std::string at;
+    bool ok;
+  };
+  for (const At& a : std::vector<At>{{std::to_string(not_before - 86400), false},
+                                     {Rfc3339(not_before - 1), false},
+                                     {Rfc3339(not_before + 60), true},
+                                     {std::to_string(absl::ToUnixSeconds(absl::Now())), true}}) {
+    SCOPED_TRACE(a.at);
+    std::string out = tmp.File("out-" + a.at);
+    CommandResult r = Ctl({"verify", "--ca", TestCa(), "--at", a.at, "--in", signed_file, "--out", out});
+    if (a.ok) {
+      EXPECT_EQ(r.exit_code, 0) << r.err;
+      EXPECT_EQ(ReadFile(out), kEntity);
+    } else {
+      ExpectCleanFailure(r, 2, "signature verification failed", out);
+    }
+  }
+  // openssl, asked the same, agrees.
+  EXPECT_NE(Openssl({"cms", "-verify", "-CAfile", TestCa(), "-attime", std::to_string(not_before - 86400), "-in",
+                     signed_file, "-out", tmp.File("o1")})
+                .exit_code,
+            0);
+  EXPECT_EQ(Openssl({"cms", "-verify", "-CAfile", TestCa(), "-attime", std::to_string(not_before + 60), "-in",
+                     signed_file, "-out", tmp.File("o2")})
+                .exit_code,
+            0);
+}
+
+TEST_F(SmimeTest, VerifyAtSigningTimeUsesTheAgentsSigningTime) {
+  TempDir tmp;
+  int64_t before = absl::ToUnixSeconds(absl::Now());
+  std::string signed_file = AgentSigned(tmp, Message());
+  int64_t after = absl::ToUnixSeconds(absl::Now());
+  CommandResult r = Ctl({"verify", "--ca", TestCa(), "--at-signing-time", "--in", signed_file, "--out", tmp.File("o")});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(ReadFile(tmp.File("o")), kEntity);
+  size_t at = r.err.find(", signed ");
+  ASSERT_NE(at, std::string::npos) << r.err;
+  absl::Time t;
+  std::string err;
+  ASSERT_TRUE(absl::ParseTime("%Y-%m-%dT%H:%M:%SZ", r.err.substr(at + 9, 20), &t, &err)) << r.err;
+  EXPECT_GE(absl::ToUnixSeconds(t), before - 1);
+  EXPECT_LE(absl::ToUnixSeconds(t), after + 1);
+}
+
+template <typename T, void (*F)(T*)>
+struct Deleter {
+  void operator()(T* p) const { F(p); }
+};
+template <typename T, void (*F)(T*)>
+using Owned = std::unique_ptr<T, Deleter<T, F>>;
+
+// A multipart/signed message made with OpenSSL's CMS library, with the
+// signingTime attribute set to `when` (no command line sets it).
+std::string OpensslSignAt(const std::string& cert_file, const std::string& key_file, const std::string& entity,
+                          absl::Time when) {
+  Owned<BIO, BIO_free_all> cb(BIO_new_file(cert_file.c_str(), "r"));
+  Owned<X509, X509_free> cert(PEM_read_bio_X509(cb.get(), nullptr, nullptr, nullptr));
+  Owned<BIO, BIO_free_all> kb(BIO_new_file(key_file.c_str(), "r"));
+  Owned<EVP_PKEY, EVP_PKEY_free> key(PEM_read_bio_PrivateKey(kb.get(), nullptr, nullptr, nullptr));
+  if (!cert || !key) {
+    ADD_FAILURE() << "cannot read " << cert_file << " / " << key_file;
+    return "";
+  }
+  const unsigned int flags = CMS_DETACHED | CMS_PARTIAL | CMS_BINARY;
+  Owned<CMS_ContentInfo, CMS_ContentInfo_free> cms(CMS_sign(nullptr, nullptr, nullptr, nullptr, flags));
+  CMS_SignerInfo* si = CMS_add1_signer(cms.get(), cert.get(), key.get(), EVP_sha256(), flags);
+  Owned<ASN1_TIME, ASN1_TIME_free> t(ASN1_TIME_set(nullptr, absl::ToTimeT(when)));
+  if (si == nullptr || !t ||
+      CMS_signed_add1_attr_by_NID(si, NID_pkcs9_signingTime, ASN1_STRING_type(t.get()), t.get(), -1) != 1) {
+    ADD_FAILURE() << "cannot add the signer with a signingTime: " << ERR_error_string(ERR_get_error(), nullptr);
+    return "";
+  }
+  Owned<BIO, BIO_free_all> in(BIO_new_mem_buf(entity.data(), static_cast<int>(entity.size())));
+  if (CMS_final(cms.get(), in.get(), nullptr, flags) != 1) {
+    ADD_FAILURE() << "CMS_final: " << ERR_error_string(ERR_get_error(), nullptr);
+    return "";
+  }
+  Owned<BIO, BIO_free_all> again(BIO_new_mem_buf(entity.data(), static_cast<int>(entity.size())));
+  Owned<BIO, BIO_free_all> out(BIO_new(BIO_s_mem()));
+  // CMS_REUSE_DIGEST: write the signature made above instead of signing the
+  // detached data a second time.
+  if (SMIME_write_CMS(out.get(), cms.get(), again.get(), flags | CMS_REUSE_DIGEST) != 1) {
+    ADD_FAILURE() << "SMIME_write_CMS: " << ERR_error_string(ERR_get_error(), nullptr);
+    return "";
+  }
+  char* data = nullptr;
+  long len = BIO_get_mem_data(out.get(), &data);
+  return std::string(data, static_cast<size_t>(len));
+}
+
+// Old mail: henry's certificate expired at the end of 2020; a message he
+// signed in June 2020 verifies as of its signingTime, not as of now.
+TEST_F(SmimeTest, VerifyAtSigningTimeAcceptsOldMailFromAnExpiredCertificate) {
+  TempDir tmp;
+  const absl::Time june = absl::FromCivil(absl::CivilSecond(2020, 6, 1, 12, 0, 0), absl::UTCTimeZone());
+  std::string msg = OpensslSignAt(Cert("henry"), KeyFile("henry"), kEntity, june);
+  ASSERT_FALSE(msg.empty());
+  WriteFile(tmp.File("old.eml"), msg);
+  EXPECT_THAT(CmsPrint(tmp.File("old.eml")), HasSubstr("UTCTIME:Jun  1 12:00:00 2020 GMT"));
+
+  CommandResult now = Ctl({"verify", "--ca", PeerCa(), "--in", tmp.File("old.eml"), "--out", tmp.File("now")});
+  ExpectCleanFailure(now, 2, "signature verification failed", tmp.File("now"));
+
+  CommandResult then = Ctl({"verify", "--ca", PeerCa(), "--at-signing-time", "--in", tmp.File("old.eml"), "--out",
+                            tmp.File("then")});
+  ASSERT_EQ(then.exit_code, 0) << then.err;
+  EXPECT_EQ(ReadFile(tmp.File("then")), kEntity);
+  EXPECT_EQ(then.err,
+            "smimectl: good signature from emailAddress=henry@example.org,CN=Henry <henry@example.org>, signed "
+            "2020-06-01T12:00:00Z\n");
+
+  CommandResult at = Ctl({"verify", "--ca", PeerCa(), "--at", "2020-06-01T12:00:00Z", "--in", tmp.File("old.eml"),
+                          "--out", tmp.File("at")});
+  EXPECT_EQ(at.exit_code, 0) << at.err;
+  // A signingTime outside the certificate's life does not help: tamper
+  // nothing, but ask for a time after expiry.
+  CommandResult late = Ctl({"verify", "--ca", PeerCa(), "--at", "2021-06-01T00:00:00Z", "--in", tmp.File("old.eml"),
+                            "--out", tmp.File("late")});
+  ExpectCleanFailure(late, 2, "signature verification failed", tmp.File("late"));
+  // openssl agrees on both instants.
+  EXPECT_EQ(Openssl({"cms", "-verify", "-CAfile", PeerCa(), "-attime", std::to_string(absl::ToUnixSeconds(june)),
+                     "-in", tmp.File("old.eml"), "-out", tmp.File("o1")})
+                .exit_code,
+            0);
+  EXPECT_NE(Openssl({"cms", "-verify", "-CAfile", PeerCa(), "-in", tmp.File("old.eml"), "-out", tmp.File("o2")})
+                .exit_code,
+            0);
+}
+
+TEST_F(SmimeTest, VerifyAtSigningTimeWithoutTheAttributeIsClear) {
+  TempDir tmp;
+  WriteFile(tmp.File("entity"), kEntity);
+  CommandResult s = Openssl({"cms", "-sign", "-noattr", "-signer", Cert("frank"), "-inkey", KeyFile("frank"), "-in",
+                             tmp.File("entity"), "-out", tmp.File("noattr.eml")});
+  ASSERT_EQ(s.exit_code, 0) << s.err;
+  CommandResult r = Ctl({"verify", "--ca", PeerCa(), "--at-signing-time", "--in", tmp.File("noattr.eml"), "--out",
+                         tmp.File("out")});
+  ExpectCleanFailure(r, 2, "smimectl: the signature carries no signingTime attribute\n", tmp.File("out"));
+  // Without the option the same message verifies (and names no time).
+  CommandResult ok = Ctl({"verify", "--ca", PeerCa(), "--in", tmp.File("noattr.eml"), "--out", tmp.File("ok")});
+  EXPECT_EQ(ok.exit_code, 0) << ok.err;
+  EXPECT_EQ(ok.err, "smimectl: good signature from emailAddress=frank@example.org,CN=Frank <frank@example.org>\n");
+}
+
+struct FromCase {
+  std::string name;
+  std::string from_field;  // the From line, or empty for none
+  std::string warning;     // the address warned about, or empty
+};
+void PrintTo(const FromCase& c, std::ostream* os) { *os << c.name; }
+
+class FromAddressTest : public SmimeTest, public ::testing::WithParamInterface<FromCase> {};
+
+TEST_P(FromAddressTest, WarnsWhenTheSignerDoesNotOwnTheFromAddress) {
+  const FromCase& c = GetParam();
+  TempDir tmp;
+  std::string msg = absl::StrCat(c.from_field, "Subject: from check\r\nMIME-Version: 1.0\r\n", kEntity);
+  std::string signed_file = AgentSigned(tmp, msg);
+  CommandResult r = Ctl({"verify", "--ca", TestCa(), "--in", signed_file, "--out", tmp.File("out")});
+  ASSERT_EQ(r.exit_code, 0) << r.err;  // the signature holds either way
+  EXPECT_EQ(ReadFile(tmp.File("out")), kEntity);
+  EXPECT_THAT(r.err, StartsWith("smimectl: good signature from emailAddress=alice@example.com,CN=Alice"));
+  const std::string warning = "smimectl: warning: the signer's certificate does not name the From address ";
+  if (c.warning.empty()) {
+    EXPECT_THAT(r.err, Not(HasSubstr("warning")));
+  } else {
+    EXPECT_THAT(r.err, HasSubstr(warning + c.warning + "\n"));
+  }
+  EXPECT_THAT(r.out, Not(HasSubstr("warning")));
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Froms, FromAddressTest,
+    ::testing::Values(FromCase{"Mismatch", "From: Mallory <mallory@example.com>\r\n", "mallory@example.com"},
+                      FromCase{"BareMismatch", "From: bob@example.com\r\n", "bob@example.com"},
+                      FromCase{"MatchIgnoresCaseAndName", "From: \"Alice A.\" <ALICE@Example.COM>\r\n", ""},
+                      FromCase{"NoFrom", "", ""}),
+    [](const auto& p) { return p.param.name; });
+
 }  // namespace
 }  // namespace smime
