@@ -1280,5 +1280,158 @@ INSTANTIATE_TEST_SUITE_P(
                       FromCase{"NoFrom", "", ""}),
     [](const auto& p) { return p.param.name; });
 
+// ---------------------------------------------------------------------------
+// Known agent/smimectl bugs. These tests fail today; each says what is wrong
+// and what a fix must make true.
+
+namespace v1 = ::smime::agent::v1;
+
+class SmimeAgentBugTest : public GpgsmTest {};
+
+// BUG (smimectl): gpgsm signs the bytes of a file as they are; the agent
+// verifies detached content canonicalised to CRLF unless
+// VerifyOptions.binary is set, and smimectl has no flag to set it. So a
+// gpgsm (or `openssl cms -sign -binary`) detached signature over a text file
+// with LF line ends cannot be verified with smimectl.
+TEST_F(SmimeAgentBugTest, SmimectlVerifiesGpgsmDetachedSignatureOverLfText) {
+  TempDir tmp;
+  const std::string content = "Content-Type: text/plain\n\nhello gpgsm, LF only\n";
+  WriteFile(tmp.File("content"), content);
+  CommandResult s = Gpgsm({"--local-user", "frank@example.org", "--output", tmp.File("sig.der"), "--detach-sign",
+                           tmp.File("content")},
+                          "test\n");
+  ASSERT_EQ(s.exit_code, 0) << s.err;
+  // The peers agree the signature is good over these exact bytes...
+  CommandResult o = Openssl({"cms", "-verify", "-binary", "-inform", "DER", "-in", tmp.File("sig.der"), "-content",
+                             tmp.File("content"), "-CAfile", PeerCa(), "-out", tmp.File("o")});
+  ASSERT_EQ(o.exit_code, 0) << o.err;
+  // ...and so does the agent when asked for binary content over its API.
+  auto c = client::AgentClient::Connect(g_env->agent_->socket());
+  ASSERT_THAT(c.status(), IsOk());
+  v1::VerifyOptions opts;
+  opts.add_trust_anchors(ReadFile(PeerCa()));
+  opts.set_binary(true);
+  auto api = (*c)->VerifyMessage(opts, ReadFile(tmp.File("sig.der")), content);
+  ASSERT_THAT(api.status(), IsOk());
+  EXPECT_EQ(api->content, content);
+  // smimectl cannot: without a flag it fails ("signature verification
+  // failed: ... content verify error"), and it has no --binary.
+  CommandResult binary = Ctl({"verify", "--binary", "--ca", PeerCa(), "--in", tmp.File("sig.der"), "--content",
+                              tmp.File("content"), "--out", tmp.File("out2")});
+  EXPECT_EQ(binary.exit_code, 0) << "smimectl verify --binary: " << binary.err;
+  EXPECT_EQ(ReadFile(tmp.File("out2")), content);
+}
+
+// BUG (agent): --max-request-bytes only caps each gRPC message (one 1 MiB
+// chunk); the S/MIME streams' total is the hard-coded 64 MiB of
+// ServiceOptions{} (agent/main.cc never passes the configured limit on). An
+// agent started with a 2 MiB limit signs a 3 MiB message. (Stopping that
+// agent then takes ~10 s: gRPC 1.51 after a large stream, grpc/grpc#41050.)
+TEST_F(SmimeAgentBugTest, MaxRequestBytesBoundsWholeMessages) {
+  TempDir tmp;
+  auto agent = testing::AgentProcess::Start({"--module", testing::kSoftHsmModule, "--token", kTokenLabel,
+                                             "--pin-file", g_env->token_->pin_file, "--max-request-bytes", "2097152"},
+                                            g_env->token_->conf);
+  ASSERT_THAT(agent.status(), IsOk());
+  WriteFile(tmp.File("big.eml"), absl::StrCat("Subject: big\r\n\r\n", std::string(3 << 20, 'x')));
+  CommandResult r = Ctl({"sign", "--key", "alice", "--in", tmp.File("big.eml"), "--out", tmp.File("out")},
+                        (*agent)->socket());
+  ExpectCleanFailure(r, 1, "larger than the agent's limit of 2097152 bytes", tmp.File("out"));
+  EXPECT_TRUE((*agent)->Running());
+}
+
+// BUG (agent): a Sign/Decrypt stream refused for its size is audited as
+// PERMISSION_DENIED for uid 4294967295 (the caller is looked up only after
+// the stream was read, and the refused stream has no peer any more), while
+// the caller got RESOURCE_EXHAUSTED. The audit log must say what happened,
+// and to whom.
+TEST_F(SmimeAgentBugTest, OversizedStreamIsAuditedAsResourceExhaustedForTheCaller) {
+  TempDir tmp;
+  auto agent = testing::AgentProcess::Start(
+      {"--module", testing::kSoftHsmModule, "--token", kTokenLabel, "--pin-file", g_env->token_->pin_file,
+       "--max-request-bytes", "1048576", "--audit-log", tmp.File("audit.log")},
+      g_env->token_->conf);
+  ASSERT_THAT(agent.status(), IsOk());
+  WriteFile(tmp.File("big.eml"), absl::StrCat("Subject: big\r\n\r\n", std::string(1536 << 10, 'x')));
+  CommandResult s = Ctl({"sign", "--key", "alice", "--in", tmp.File("big.eml"), "--out", tmp.File("out")},
+                        (*agent)->socket());
+  EXPECT_EQ(s.exit_code, 1) << s.err;
+  CommandResult d = Ctl({"decrypt", "--in", tmp.File("big.eml"), "--out", tmp.File("out")}, (*agent)->socket());
+  EXPECT_EQ(d.exit_code, 1) << d.err;
+  (*agent)->Stop();
+  std::string audit = ReadFile(tmp.File("audit.log"));
+  for (const char* op : {"op=smime_sign", "op=smime_decrypt"}) {
+    bool found = false;
+    for (absl::string_view line : absl::StrSplit(audit, '\n')) {
+      if (!absl::StrContains(line, op)) continue;
+      found = true;
+      EXPECT_THAT(std::string(line), HasSubstr("result=RESOURCE_EXHAUSTED"));
+      EXPECT_THAT(std::string(line), HasSubstr(absl::StrCat("peer_uid=", ::getuid(), " ")));
+    }
+    EXPECT_TRUE(found) << op << " not audited:\n" << audit;
+  }
+}
+
+// BUG (agent): every chain failure reads "signature verification failed:
+// error:17000064:CMS routines::certificate verify error"; the reason
+// (unknown issuer, not yet valid, expired), which `openssl cms -verify`
+// prints, is lost, so a user cannot tell a wrong --ca from an expired
+// certificate.
+struct VerifyReasonCase {
+  std::string name;
+  std::string reason;  // X509_verify_cert_error_string
+};
+void PrintTo(const VerifyReasonCase& c, std::ostream* os) { *os << c.name; }
+
+class VerifyFailureReasonBugTest : public SmimeTest, public ::testing::WithParamInterface<VerifyReasonCase> {};
+
+TEST_P(VerifyFailureReasonBugTest, SmimectlNamesTheCertificateProblem) {
+  const VerifyReasonCase& c = GetParam();
+  TempDir tmp;
+  std::string file, ca = TestCa();
+  std::vector<std::string> at;
+  if (c.name == "UnknownIssuer") {
+    file = AgentSigned(tmp, Message());
+    ca = PeerCa();
+  } else if (c.name == "NotYetValid") {
+    file = AgentSigned(tmp, Message());
+    at = {"-attime", std::to_string(CertTime(Cert("alice"), "startdate") - 86400)};
+  } else {
+    WriteFile(tmp.File("old.eml"), OpensslSignAt(Cert("henry"), KeyFile("henry"), kEntity,
+                                                 absl::FromCivil(absl::CivilSecond(2020, 6, 1), absl::UTCTimeZone())));
+    file = tmp.File("old.eml");
+    ca = PeerCa();
+  }
+  std::vector<std::string> o = {"cms", "-verify", "-CAfile", ca, "-in", file, "-out", tmp.File("o")};
+  o.insert(o.end(), at.begin(), at.end());
+  CommandResult ossl = Openssl(o);
+  ASSERT_NE(ossl.exit_code, 0);
+  ASSERT_THAT(ossl.err, HasSubstr("Verify error: " + c.reason));  // what openssl says
+  std::vector<std::string> args = {"verify", "--ca", ca, "--in", file, "--out", tmp.File("out")};
+  if (!at.empty()) args.insert(args.end(), {"--at", at[1]});
+  CommandResult r = Ctl(args);
+  ExpectCleanFailure(r, 2, "signature verification failed", tmp.File("out"));
+  EXPECT_THAT(r.err, HasSubstr(c.reason));
+}
+
+INSTANTIATE_TEST_SUITE_P(Reasons, VerifyFailureReasonBugTest,
+                         ::testing::Values(VerifyReasonCase{"UnknownIssuer", "unable to get local issuer certificate"},
+                                           VerifyReasonCase{"NotYetValid", "certificate is not yet valid"},
+                                           VerifyReasonCase{"Expired", "certificate has expired"}),
+                         [](const auto& p) { return p.param.name; });
+
+// BUG (agent, minor): with --sign-with, the sender's certificate is added as
+// a recipient even when it is already one of --to, so the message carries
+// two RecipientInfos (and two wrapped content keys) for the same key.
+TEST_F(SmimeTest, SenderWhoIsAlsoARecipientGetsOneRecipientInfoBug) {
+  TempDir tmp;
+  WriteFile(tmp.File("msg.eml"), Message());
+  CommandResult e = Ctl({"encrypt", "--to", Cert("alice"), "--to", Cert("frank"), "--sign-with", "alice", "--in",
+                         tmp.File("msg.eml"), "--out", tmp.File("enc.eml")});
+  ASSERT_EQ(e.exit_code, 0) << e.err;
+  EXPECT_EQ(Count(CmsPrint(tmp.File("enc.eml")), "d.issuerAndSerialNumber:"), 2u)
+      << "alice is listed twice among the RecipientInfos";
+}
+
 }  // namespace
 }  // namespace smime
