@@ -61,22 +61,32 @@ absl::StatusOr<std::shared_ptr<const tokens::Key>> AgentService::Resolve(
 
 namespace {
 
+// What a request over the limit hears: which limit, and where it is set.
+absl::Status TooLarge(size_t max_message_bytes, bool encoded) {
+  if (encoded) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "the signed or encrypted input is larger than the agent's limit of ",
+        HumanBytes(MaxEncodedBytes(max_message_bytes)), " (for messages of up to ",
+        HumanBytes(max_message_bytes), "; the agent's --max-message-bytes)"));
+  }
+  return absl::ResourceExhaustedError(absl::StrCat("the message is larger than the agent's limit of ",
+                                                   HumanBytes(max_message_bytes),
+                                                   " (the agent's --max-message-bytes)"));
+}
+
 // Collects a request stream: the options from the first message, then the
 // data chunks (and, for Verify, detached-content chunks), refusing more than
-// `max_bytes` in all. `take` files one request and returns false for a
-// message out of order.
+// `max_bytes` in all (`too_large`). `take` files one request and returns
+// false for a message out of order.
 template <typename Req, typename Stream, typename Take>
-absl::Status ReadRequests(Stream* stream, size_t max_bytes, Take take) {
+absl::Status ReadRequests(Stream* stream, size_t max_bytes, absl::Status too_large, Take take) {
   Req req;
   bool first = true;
   size_t total = 0;
   while (stream->Read(&req)) {
     absl::Status st = take(req, first, &total);
     if (!st.ok()) return st;
-    if (total > max_bytes) {
-      return absl::ResourceExhaustedError(
-          absl::StrCat("the message is larger than the agent's limit of ", max_bytes, " bytes"));
-    }
+    if (total > max_bytes) return too_large;
     first = false;
   }
   if (first) return absl::InvalidArgumentError("the request stream was empty");
@@ -96,7 +106,7 @@ absl::Status TakeChunk(const Req& req, bool first, size_t* total, std::string* d
   return absl::OkStatus();
 }
 
-constexpr size_t kChunkBytes = size_t{1} << 20;
+constexpr size_t kChunkBytes = kStreamChunkBytes;
 
 // Writes `data` as response chunks.
 template <typename Resp, typename Stream>
@@ -226,7 +236,8 @@ grpc::Status AgentService::Sign(grpc::ServerContext* ctx,
   v1::SignOptions options;
   std::string message;
   absl::Status read = ReadRequests<v1::SignRequest>(
-      stream, options_.max_message_bytes, [&](const v1::SignRequest& r, bool first, size_t* total) {
+      stream, options_.max_message_bytes, TooLarge(options_.max_message_bytes, false),
+      [&](const v1::SignRequest& r, bool first, size_t* total) {
         if (first && r.has_options()) options = r.options();
         return TakeChunk(r, first, total, &message);
       });
@@ -250,7 +261,8 @@ grpc::Status AgentService::Verify(grpc::ServerContext* ctx,
   v1::VerifyOptions options;
   std::string message, content;
   RETURN_GRPC_IF_ERROR(ReadRequests<v1::VerifyRequest>(
-      stream, options_.max_message_bytes, [&](const v1::VerifyRequest& r, bool first, size_t* total) {
+      stream, MaxEncodedBytes(options_.max_message_bytes), TooLarge(options_.max_message_bytes, true),
+      [&](const v1::VerifyRequest& r, bool first, size_t* total) {
         if (first && r.has_options()) options = r.options();
         if (!first && r.part_case() == v1::VerifyRequest::kContent) {
           content.append(r.content());
@@ -291,7 +303,8 @@ grpc::Status AgentService::Encrypt(grpc::ServerContext* ctx,
   v1::EncryptOptions options;
   std::string message;
   absl::Status read = ReadRequests<v1::EncryptRequest>(
-      stream, options_.max_message_bytes, [&](const v1::EncryptRequest& r, bool first, size_t* total) {
+      stream, options_.max_message_bytes, TooLarge(options_.max_message_bytes, false),
+      [&](const v1::EncryptRequest& r, bool first, size_t* total) {
         if (first && r.has_options()) options = r.options();
         return TakeChunk(r, first, total, &message);
       });
@@ -338,7 +351,8 @@ grpc::Status AgentService::Decrypt(grpc::ServerContext* ctx,
   std::string message;
   v1::DecryptOptions options;
   absl::Status read = ReadRequests<v1::DecryptRequest>(
-      stream, options_.max_message_bytes, [&](const v1::DecryptRequest& r, bool first, size_t* total) {
+      stream, MaxEncodedBytes(options_.max_message_bytes), TooLarge(options_.max_message_bytes, true),
+      [&](const v1::DecryptRequest& r, bool first, size_t* total) {
         if (first && r.has_options()) options = r.options();
         return TakeChunk(r, first, total, &message);
       });
