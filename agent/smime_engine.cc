@@ -165,12 +165,33 @@ class GuardedSink final : public ByteSink {
   bool refused_ = false;
 };
 
+// Makes every line end of the output CRLF, as mail transport expects:
+// SMIME_write_CMS ends header lines with CRLF (CMS_CRLFEOL) but its base64
+// BIO always ends lines with a bare LF, and has no flag for anything else.
+// The content it copies into multipart/signed is already canonical, so
+// only the base64 lines change.
+class CrlfSink final : public ByteSink {
+ public:
+  explicit CrlfSink(ByteSink* out) : out_(out) {}
+  bool Write(absl::string_view data) override {
+    buffer_.clear();
+    canonicalizer_.Append(data, &buffer_);
+    return out_->Write(buffer_);
+  }
+
+ private:
+  ByteSink* out_;
+  CrlfCanonicalizer canonicalizer_;
+  std::string buffer_;
+};
+
 // Writes `cms` as S/MIME to `out` with OpenSSL's streaming encoder, which
 // reads the content from `content` as it goes. `what` names the operation
 // in errors.
 absl::Status WriteSmimeStreaming(CMS_ContentInfo* cms, ByteSource& content, ByteSink& out, unsigned int flags,
                                  absl::string_view what) {
-  GuardedSink guarded(&out, &content);
+  CrlfSink crlf(&out);
+  GuardedSink guarded(&crlf, &content);
   SourceBio in(&content);
   SslPtr<BIO> out_bio = NewSinkBio(&guarded);
   if (in.bio() == nullptr || !out_bio) return SslError(absl::StatusCode::kInternal, "cannot stream");

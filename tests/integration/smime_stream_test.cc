@@ -48,6 +48,16 @@ size_t PeakRss(pid_t pid) {
   return 0;
 }
 
+// Line ends that are not CRLF: mail transport wants CRLF throughout.
+size_t BareLineEnds(absl::string_view text) {
+  size_t n = 0;
+  for (size_t i = 0; i < text.size(); ++i) {
+    if (text[i] == '\n' && (i == 0 || text[i - 1] != '\r')) ++n;
+    if (text[i] == '\r' && (i + 1 == text.size() || text[i + 1] != '\n')) ++n;
+  }
+  return n;
+}
+
 std::string Hex(const std::string& bytes) { return absl::BytesToHexString(bytes); }
 
 // The MIME entity the agent signs or encrypts for a message with a plain
@@ -161,6 +171,8 @@ TEST_F(SmimeStreamTest, FiftyMebibytesSignAndEncryptInBoundedAgentMemory) {
   std::string signed_msg = ReadFile(tmp.File("signed"));
   EXPECT_THAT(signed_msg, StartsWith("From: alice@example.com\r\nTo: rcpt@example.com\r\nSubject: big\r\n"
                                      "MIME-Version: 1.0\r\nContent-Type: multipart/signed;"));
+  EXPECT_EQ(BareLineEnds(signed_msg), 0u);
+  EXPECT_EQ(BareLineEnds(ReadFile(tmp.File("encrypted"))), 0u);
   signed_msg.clear();
   signed_msg.shrink_to_fit();
   EXPECT_EQ(Hex(testing::Sha256(OpensslVerify(tmp.File("signed"), tmp))), want);
@@ -189,6 +201,7 @@ TEST_F(SmimeStreamTest, CrAtChunkBoundaryIsOneLineEnd) {
     o.set_opaque(opaque);
     auto signed_msg = c->SignMessage(o, message);
     ASSERT_THAT(signed_msg.status(), IsOk());
+    EXPECT_EQ(BareLineEnds(*signed_msg), 0u);
     WriteFile(tmp.File("signed"), *signed_msg);
     EXPECT_EQ(OpensslVerify(tmp.File("signed"), tmp), want) << (opaque ? "opaque" : "detached");
   }
@@ -196,6 +209,7 @@ TEST_F(SmimeStreamTest, CrAtChunkBoundaryIsOneLineEnd) {
   e.add_recipients(ReadFile(Cert("alice")));
   auto encrypted = c->EncryptMessage(e, message);
   ASSERT_THAT(encrypted.status(), IsOk());
+  EXPECT_EQ(BareLineEnds(*encrypted), 0u);
   auto decrypted = c->DecryptMessage(*encrypted);
   ASSERT_THAT(decrypted.status(), IsOk());
   EXPECT_EQ(decrypted->content, want);
@@ -212,6 +226,7 @@ TEST_F(SmimeStreamTest, SignThenEncryptOpensWithOpenssl) {
                          "--out", tmp.File("out")});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_THAT(ReadFile(tmp.File("out")), StartsWith("From: alice@example.com\r\nSubject: both\r\nMIME-Version: 1.0\r\n"));
+  EXPECT_EQ(BareLineEnds(ReadFile(tmp.File("out"))), 0u);
   WriteFile(tmp.File("inner"), OpensslDecrypt(tmp.File("out"), tmp));
   EXPECT_EQ(OpensslVerify(tmp.File("inner"), tmp), ExpectedEntity(body));
   // And the agent opens it with the sender's key, verifying inside.
