@@ -6,6 +6,7 @@
 #include <openssl/rsa.h>
 #include <openssl/x509v3.h>
 
+#include <algorithm>
 #include <thread>
 
 #include "absl/strings/ascii.h"
@@ -462,7 +463,11 @@ absl::Status SmimeEngine::SignAndEncrypt(std::shared_ptr<const tokens::Key> key,
     return absl::FailedPreconditionError(absl::StrCat(
         "key \"", key->label(), "\" has no certificate; S/MIME signing needs one (import it first)"));
   }
-  recipients.push_back(CertPtr(X509_dup(cert), X509_free));  // the sender reads what it sent
+  // The sender reads what it sent: add its certificate unless it is among
+  // the recipients already (one RecipientInfo per certificate).
+  bool listed = std::any_of(recipients.begin(), recipients.end(),
+                            [&](const CertPtr& r) { return X509_cmp(r.get(), cert) == 0; });
+  if (!listed) recipients.push_back(CertPtr(X509_dup(cert), X509_free));
   for (const CertPtr& r : recipients) RETURN_IF_ERROR(CheckValidNow(r.get(), "recipient"));
   // OpenSSL's streaming writers each pull their input, so one thread cannot
   // drive both: signing runs on its own thread and writes into a bounded

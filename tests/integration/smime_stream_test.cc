@@ -237,6 +237,31 @@ TEST_F(SmimeStreamTest, SignThenEncryptOpensWithOpenssl) {
   EXPECT_THAT(d.err, HasSubstr("good signature"));
 }
 
+// One RecipientInfo per certificate: --sign-with adds the sender as a
+// recipient only when --to does not name it already.
+TEST_F(SmimeStreamTest, SenderIsARecipientOnce) {
+  TempDir tmp;
+  WriteFile(tmp.File("msg"), "Subject: to myself\n\nhello\n");
+  auto recipients = [&](std::vector<std::string> to) {
+    std::vector<std::string> args = {"encrypt", "--sign-with", "alice", "--in", tmp.File("msg"), "--out",
+                                     tmp.File("out")};
+    for (const auto& t : to) {
+      args.push_back("--to");
+      args.push_back(t);
+    }
+    CommandResult r = Ctl(args);
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    CommandResult p = RunCommand({"openssl", "cms", "-cmsout", "-print", "-in", tmp.File("out")});
+    EXPECT_EQ(p.exit_code, 0) << p.err;
+    size_t n = 0;
+    for (size_t at = p.out.find("d.ktri:"); at != std::string::npos; at = p.out.find("d.ktri:", at + 1)) ++n;
+    return n;
+  };
+  EXPECT_EQ(recipients({Cert("alice")}), 1u);
+  EXPECT_EQ(recipients({keys_->File("rcpt.pem"), Cert("alice")}), 2u);
+  EXPECT_EQ(recipients({keys_->File("rcpt.pem")}), 2u);  // the sender added
+}
+
 // The suite's agent allows 128 KiB per gRPC message and 4 MiB of content:
 // 64 KiB chunks fit, a 4 MiB message encrypts and its ~5.5 MB of base64
 // still decrypts, and 5 MiB is refused naming the limit.
