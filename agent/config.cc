@@ -35,7 +35,7 @@ absl::StatusOr<Config> LoadConfigFile(const std::string& path) {
   }
   static const std::set<std::string> kKnown = {
       "module", "token", "pin_file", "pin_env", "socket", "data_dir", "log_level", "audit_log",
-      "max_sessions", "max_request_bytes", "allow_final_pin_try"};
+      "max_sessions", "max_request_bytes", "max_message_bytes", "allow_final_pin_try"};
   for (const auto& [key, value] : table) {
     if (!kKnown.count(std::string(key.str()))) {
       return absl::InvalidArgumentError(
@@ -55,6 +55,7 @@ absl::StatusOr<Config> LoadConfigFile(const std::string& path) {
   }
   if (st = Read(table, "max_sessions", &c.max_sessions); !st.ok()) return st;
   if (st = Read(table, "max_request_bytes", &c.max_request_bytes); !st.ok()) return st;
+  if (st = Read(table, "max_message_bytes", &c.max_message_bytes); !st.ok()) return st;
   if (st = Read(table, "allow_final_pin_try", &c.allow_final_pin_try); !st.ok()) return st;
   return c;
 }
@@ -70,8 +71,13 @@ absl::Status Validate(const Config& c) {
   if (c.max_sessions < 1 || c.max_sessions > 256) {
     return absl::InvalidArgumentError("max_sessions must be between 1 and 256");
   }
-  if (c.max_request_bytes < 1024 || c.max_request_bytes > (int64_t{1} << 30)) {
-    return absl::InvalidArgumentError("max_request_bytes must be between 1 KiB and 1 GiB");
+  if (c.max_request_bytes < static_cast<int64_t>(kMinRequestBytes) || c.max_request_bytes > (int64_t{1} << 30)) {
+    return absl::InvalidArgumentError(absl::StrCat("max_request_bytes must be between ", HumanBytes(kMinRequestBytes),
+                                                   " and 1 GiB (S/MIME data travels in ",
+                                                   HumanBytes(kStreamChunkBytes), " chunks)"));
+  }
+  if (c.max_message_bytes < 1024 || c.max_message_bytes > (int64_t{1} << 30)) {
+    return absl::InvalidArgumentError("max_message_bytes must be between 1 KiB and 1 GiB");
   }
   LogLevel level;
   if (!ParseLogLevel(c.log_level, &level)) {

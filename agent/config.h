@@ -7,6 +7,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "common/limits.h"
 
 namespace smime::agent {
 
@@ -20,7 +21,13 @@ struct Config {
   std::string log_level = "info";
   std::string audit_log;  // empty: audit lines go to stderr with the log
   int64_t max_sessions = 8;
+  // Largest single gRPC message: a unary request, or the options or one data
+  // chunk of a streamed S/MIME request (clients send data in chunks of
+  // kStreamChunkBytes, so at least kMinRequestBytes).
   int64_t max_request_bytes = 4 << 20;
+  // Largest message content to sign or encrypt; signed or encrypted input
+  // (verify, decrypt) may be MaxEncodedBytes() of it (common/limits.h).
+  int64_t max_message_bytes = static_cast<int64_t>(kDefaultMaxMessageBytes);
   bool allow_final_pin_try = false;
 };
 

@@ -70,7 +70,11 @@ int Run(int argc, char** argv) {
   auto* log_level_opt = app.add_option("--log-level", flags.log_level, "debug, info, warning or error");
   auto* audit_opt = app.add_option("--audit-log", flags.audit_log, "append audit lines to this file instead of stderr");
   auto* sessions_opt = app.add_option("--max-sessions", flags.max_sessions, "concurrent token sessions");
-  auto* max_req_opt = app.add_option("--max-request-bytes", flags.max_request_bytes, "largest request accepted");
+  auto* max_req_opt = app.add_option("--max-request-bytes", flags.max_request_bytes,
+                                     "largest single gRPC message (a unary request, or one chunk of a streamed one)");
+  auto* max_msg_opt = app.add_option("--max-message-bytes", flags.max_message_bytes,
+                                     "largest message content to sign or encrypt (signed or encrypted input may be "
+                                     "about 3/2 of it)");
   auto* final_try_opt = app.add_flag("--allow-final-pin-try", flags.allow_final_pin_try,
                                      "log in even when the token says a wrong PIN now locks it");
   try {
@@ -99,6 +103,7 @@ int Run(int argc, char** argv) {
   take(audit_opt, config.audit_log, flags.audit_log);
   take(sessions_opt, config.max_sessions, flags.max_sessions);
   take(max_req_opt, config.max_request_bytes, flags.max_request_bytes);
+  take(max_msg_opt, config.max_message_bytes, flags.max_message_bytes);
   take(final_try_opt, config.allow_final_pin_try, flags.allow_final_pin_try);
   if (absl::Status st = Validate(config); !st.ok()) return Fail(st);
   LogLevel level;
@@ -176,7 +181,9 @@ int Run(int argc, char** argv) {
   }
 
   PeerRegistry peers;
-  AgentService service(token->get(), &peers, &audit, ServiceOptions{});
+  ServiceOptions service_options;
+  service_options.max_message_bytes = static_cast<size_t>(config.max_message_bytes);
+  AgentService service(token->get(), &peers, &audit, service_options);
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
   builder.RegisterService(&service);

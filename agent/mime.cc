@@ -5,23 +5,32 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
 
 namespace smime::agent {
 
+void CrlfCanonicalizer::Append(absl::string_view in, std::string* out) {
+  out->reserve(out->size() + in.size() + in.size() / 32);
+  size_t run = 0;  // start of bytes copied as they are
+  for (size_t i = 0; i < in.size(); ++i) {
+    char c = in[i];
+    if (c != '\r' && c != '\n') {
+      last_was_cr_ = false;
+      continue;
+    }
+    out->append(in.data() + run, i - run);
+    run = i + 1;
+    // A CR is written as CRLF at once; an LF right after it (maybe in the
+    // next piece) is then the rest of that line end.
+    if (c == '\r' || !last_was_cr_) out->append("\r\n");
+    last_was_cr_ = c == '\r';
+  }
+  out->append(in.data() + run, in.size() - run);
+}
+
 std::string ToCrlf(absl::string_view text) {
   std::string out;
-  out.reserve(text.size() + text.size() / 32);
-  for (size_t i = 0; i < text.size(); ++i) {
-    char c = text[i];
-    if (c == '\r') {
-      out += "\r\n";
-      if (i + 1 < text.size() && text[i + 1] == '\n') ++i;
-    } else if (c == '\n') {
-      out += "\r\n";
-    } else {
-      out += c;
-    }
-  }
+  CrlfCanonicalizer().Append(text, &out);
   return out;
 }
 
@@ -33,26 +42,12 @@ struct Field {
 };
 }  // namespace
 
-absl::StatusOr<SplitMessage> SplitForSmime(absl::string_view message) {
-  std::string crlf = ToCrlf(message);
-  size_t end = crlf.find("\r\n\r\n");
-  size_t body_start;
-  absl::string_view header_block;
-  if (absl::StartsWith(crlf, "\r\n")) {  // no header at all
-    header_block = "";
-    body_start = 2;
-  } else if (end == std::string::npos) {
-    return absl::InvalidArgumentError(
-        "the message has no blank line between header and body; give a whole RFC 5322 message or a "
-        "MIME entity");
-  } else {
-    header_block = absl::string_view(crlf).substr(0, end + 2);
-    body_start = end + 4;
-  }
+absl::StatusOr<HeaderSplit> SplitHeaderBlock(absl::string_view header_block) {
   std::vector<Field> fields;
   size_t pos = 0;
   while (pos < header_block.size()) {
     size_t eol = header_block.find("\r\n", pos);
+    if (eol == absl::string_view::npos) eol = header_block.size();
     absl::string_view line = header_block.substr(pos, eol - pos);
     if (!line.empty() && (line[0] == ' ' || line[0] == '\t')) {
       if (fields.empty()) return absl::InvalidArgumentError("the message starts with a continuation line");
@@ -73,20 +68,67 @@ absl::StatusOr<SplitMessage> SplitForSmime(absl::string_view message) {
     }
     pos = eol + 2;
   }
-  SplitMessage out;
-  std::string content_fields;
+  HeaderSplit out;
   bool has_type = false;
   for (const Field& f : fields) {
     if (absl::StartsWith(f.name, "content-")) {
-      content_fields += f.text;
+      out.content_fields += f.text;
       has_type = has_type || f.name == "content-type";
     } else if (f.name != "mime-version") {
       out.outer_headers += f.text;
     }
   }
-  if (!has_type) content_fields = absl::StrCat("Content-Type: text/plain\r\n", content_fields);
-  out.entity = absl::StrCat(content_fields, "\r\n", absl::string_view(crlf).substr(body_start));
+  if (!has_type) out.content_fields = absl::StrCat("Content-Type: text/plain\r\n", out.content_fields);
   return out;
+}
+
+absl::Status EntitySource::ReadHeader() {
+  std::string buf;
+  size_t scanned = 0;  // "\r\n\r\n" does not start before this
+  size_t header_end, body_start;
+  for (;;) {
+    if (absl::StartsWith(buf, "\r\n")) {  // no header at all
+      header_end = 0;
+      body_start = 2;
+      break;
+    }
+    size_t end = buf.find("\r\n\r\n", scanned);
+    if (end != std::string::npos) {
+      header_end = end + 2;
+      body_start = end + 4;
+      break;
+    }
+    scanned = buf.size() < 3 ? 0 : buf.size() - 3;
+    if (buf.size() > kMaxHeaderBytes) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "no blank line between header and body in the first ", kMaxHeaderBytes >> 20,
+          " MiB; give a whole RFC 5322 message or a MIME entity"));
+    }
+    if (!message_->Next(&raw_)) {
+      if (!message_->status().ok()) return message_->status();
+      return absl::InvalidArgumentError(
+          "the message has no blank line between header and body; give a whole RFC 5322 message or a "
+          "MIME entity");
+    }
+    canonicalizer_.Append(raw_, &buf);
+  }
+  ASSIGN_OR_RETURN(HeaderSplit split, SplitHeaderBlock(absl::string_view(buf).substr(0, header_end)));
+  outer_headers_ = std::move(split.outer_headers);
+  pending_ = absl::StrCat(split.content_fields, "\r\n", absl::string_view(buf).substr(body_start));
+  return absl::OkStatus();
+}
+
+bool EntitySource::Next(std::string* chunk) {
+  if (!pending_.empty()) {
+    chunk->swap(pending_);
+    pending_.clear();
+    pending_.shrink_to_fit();
+    return true;
+  }
+  if (!message_->Next(&raw_)) return false;
+  chunk->clear();
+  canonicalizer_.Append(raw_, chunk);
+  return true;
 }
 
 std::string HeaderValue(absl::string_view headers, absl::string_view name) {

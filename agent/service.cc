@@ -61,52 +61,166 @@ absl::StatusOr<std::shared_ptr<const tokens::Key>> AgentService::Resolve(
 
 namespace {
 
-// Collects a request stream: the options from the first message, then the
-// data chunks (and, for Verify, detached-content chunks), refusing more than
-// `max_bytes` in all. `take` files one request and returns false for a
-// message out of order.
-template <typename Req, typename Stream, typename Take>
-absl::Status ReadRequests(Stream* stream, size_t max_bytes, Take take) {
-  Req req;
-  bool first = true;
-  size_t total = 0;
-  while (stream->Read(&req)) {
-    absl::Status st = take(req, first, &total);
-    if (!st.ok()) return st;
-    if (total > max_bytes) {
-      return absl::ResourceExhaustedError(
-          absl::StrCat("the message is larger than the agent's limit of ", max_bytes, " bytes"));
-    }
-    first = false;
+// What a request over the limit hears: which limit, and where it is set.
+absl::Status TooLarge(size_t max_message_bytes, bool encoded) {
+  if (encoded) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "the signed or encrypted input is larger than the agent's limit of ",
+        HumanBytes(MaxEncodedBytes(max_message_bytes)), " (for messages of up to ",
+        HumanBytes(max_message_bytes), "; the agent's --max-message-bytes)"));
   }
-  if (first) return absl::InvalidArgumentError("the request stream was empty");
-  return absl::OkStatus();
+  return absl::ResourceExhaustedError(absl::StrCat("the message is larger than the agent's limit of ",
+                                                   HumanBytes(max_message_bytes),
+                                                   " (the agent's --max-message-bytes)"));
 }
 
-// Appends one chunk, or refuses options after the first message.
+// The data or content bytes of one request message.
 template <typename Req>
-absl::Status TakeChunk(const Req& req, bool first, size_t* total, std::string* data) {
-  if (first != (req.part_case() == Req::kOptions)) {
-    return absl::InvalidArgumentError("send the options first, then the data chunks");
+std::string* PartBytes(Req& req) {
+  if constexpr (std::is_same_v<Req, v1::VerifyRequest>) {
+    if (req.part_case() == v1::VerifyRequest::kContent) return req.mutable_content();
   }
-  if (req.part_case() == Req::kData) {
-    data->append(req.data());
-    *total += req.data().size();
-  }
-  return absl::OkStatus();
+  return req.mutable_data();
 }
 
-constexpr size_t kChunkBytes = size_t{1} << 20;
+// One streamed request, read in order as the engine asks for it: the
+// options message, then data chunks, then (Verify) content chunks. Each
+// part after the options is a ByteSource with its own limit; a message out
+// of order or over a limit ends the whole request with that status.
+template <typename Resp, typename Req>
+class RequestStream {
+ public:
+  class Part;
 
-// Writes `data` as response chunks.
-template <typename Resp, typename Stream>
-void WriteChunks(Stream* stream, const std::string& data) {
-  for (size_t off = 0; off < data.size(); off += kChunkBytes) {
+  RequestStream(const grpc::ServerContext* ctx, grpc::ServerReaderWriter<Resp, Req>* stream)
+      : ctx_(ctx), stream_(stream) {}
+
+  // Reads the first message, which must carry the options.
+  absl::Status ReadOptions(Req* first) {
+    if (!stream_->Read(first)) return absl::InvalidArgumentError("the request stream was empty");
+    if (first->part_case() != Req::kOptions) return OutOfOrder();
+    return absl::OkStatus();
+  }
+
+ private:
+  static constexpr int kMaxParts = 4;
+
+  static absl::Status OutOfOrder() {
+    return absl::InvalidArgumentError("send the options first, then the data chunks (then any content chunks)");
+  }
+  bool Fail(absl::Status status) {
+    if (status_.ok()) status_ = std::move(status);
+    return false;
+  }
+  bool Count(int part_case, size_t bytes);
+  bool NextOf(Part* part, std::string* chunk);
+
+  const grpc::ServerContext* ctx_;
+  grpc::ServerReaderWriter<Resp, Req>* stream_;
+  Part* parts_[kMaxParts] = {};
+  Req pending_;  // read but belonging to a later part
+  bool has_pending_ = false;
+  bool ended_ = false;
+  absl::Status status_;
+};
+
+template <typename Resp, typename Req>
+class RequestStream<Resp, Req>::Part final : public ByteSource {
+ public:
+  // `part_case`: Req::kData or Req::kContent. More than `max_bytes` in all
+  // fails with `too_large`.
+  Part(RequestStream* owner, int part_case, size_t max_bytes, absl::Status too_large)
+      : owner_(owner), part_case_(part_case), max_bytes_(max_bytes), too_large_(std::move(too_large)) {
+    owner_->parts_[part_case] = this;
+  }
+  bool Next(std::string* chunk) override { return owner_->NextOf(this, chunk); }
+  absl::Status status() const override { return owner_->status_; }
+
+ private:
+  friend class RequestStream;
+  RequestStream* owner_;
+  int part_case_;
+  size_t max_bytes_;
+  absl::Status too_large_;
+  size_t total_ = 0;
+  bool started_ = false;
+};
+
+template <typename Resp, typename Req>
+bool RequestStream<Resp, Req>::Count(int part_case, size_t bytes) {
+  Part* part = parts_[part_case];
+  part->total_ += bytes;
+  return part->total_ <= part->max_bytes_ || Fail(part->too_large_);
+}
+
+template <typename Resp, typename Req>
+bool RequestStream<Resp, Req>::NextOf(Part* part, std::string* chunk) {
+  for (;;) {
+    if (!status_.ok()) return false;
+    if (!has_pending_) {
+      if (ended_ || !stream_->Read(&pending_)) {
+        ended_ = true;
+        // A cancelled call also ends the reads: that is no end of message.
+        if (ctx_->IsCancelled()) return Fail(absl::CancelledError("the caller cancelled the call"));
+        return false;
+      }
+      has_pending_ = true;
+    }
+    int got = pending_.part_case();
+    if (got > part->part_case_ && got < kMaxParts && parts_[got] != nullptr) return false;  // next part begins
+    if (got == part->part_case_) {
+      has_pending_ = false;
+      part->started_ = true;
+      std::string* bytes = PartBytes(pending_);
+      if (!Count(got, bytes->size())) return false;
+      chunk->swap(*bytes);
+      return true;
+    }
+    // The rest of an earlier part its reader left unread (a parser stops at
+    // the end of the CMS structure): skip it, within its limit.
+    if (got < part->part_case_ && got != Req::kOptions && parts_[got] != nullptr && !part->started_) {
+      has_pending_ = false;
+      std::string* bytes = PartBytes(pending_);
+      if (!Count(got, bytes->size())) return false;
+      continue;
+    }
+    return Fail(OutOfOrder());
+  }
+}
+
+// Hands the engine's output to the client in chunks of kStreamChunkBytes.
+template <typename Resp, typename Req>
+class ResponseSink final : public ByteSink {
+ public:
+  explicit ResponseSink(grpc::ServerReaderWriter<Resp, Req>* stream) : stream_(stream) {}
+
+  bool Write(absl::string_view data) override {
+    while (!data.empty() && !failed_) {
+      size_t n = std::min(data.size(), kStreamChunkBytes - buffer_.size());
+      buffer_.append(data.data(), n);
+      data.remove_prefix(n);
+      if (buffer_.size() == kStreamChunkBytes) Send();
+    }
+    return !failed_;
+  }
+  // Sends what is left; a Cancelled status when the client went away.
+  absl::Status Flush() {
+    if (!buffer_.empty()) Send();
+    return failed_ ? absl::CancelledError("the caller went away") : absl::OkStatus();
+  }
+
+ private:
+  void Send() {
     Resp resp;
-    resp.set_data(data.substr(off, kChunkBytes));
-    if (!stream->Write(resp)) return;  // client went away
+    resp.set_data(std::move(buffer_));
+    buffer_.clear();
+    failed_ = !stream_->Write(resp);
   }
-}
+
+  grpc::ServerReaderWriter<Resp, Req>* stream_;
+  std::string buffer_;
+  bool failed_ = false;
+};
 
 absl::StatusOr<std::vector<CertPtr>> ParseCertList(const google::protobuf::RepeatedPtrField<std::string>& items,
                                                    absl::string_view what) {
@@ -223,42 +337,30 @@ grpc::Status AgentService::GenerateKey(grpc::ServerContext* ctx, const v1::Gener
 
 grpc::Status AgentService::Sign(grpc::ServerContext* ctx,
                                 grpc::ServerReaderWriter<v1::SignResponse, v1::SignRequest>* stream) {
-  v1::SignOptions options;
-  std::string message;
-  absl::Status read = ReadRequests<v1::SignRequest>(
-      stream, options_.max_message_bytes, [&](const v1::SignRequest& r, bool first, size_t* total) {
-        if (first && r.has_options()) options = r.options();
-        return TakeChunk(r, first, total, &message);
-      });
-  std::string signed_message;
-  grpc::Status status = AuditedKeyOp(*ctx, "smime_sign", SelectorForAudit(options.key()),
-                                     [&](AuditRecord& audit) -> absl::Status {
+  RequestStream requests(ctx, stream);
+  v1::SignRequest first;
+  absl::Status read = requests.ReadOptions(&first);
+  const v1::SignOptions& options = first.options();
+  decltype(requests)::Part message(&requests, v1::SignRequest::kData, options_.max_message_bytes,
+                                   TooLarge(options_.max_message_bytes, false));
+  ResponseSink out(stream);
+  return AuditedKeyOp(*ctx, "smime_sign", SelectorForAudit(options.key()), [&](AuditRecord& audit) -> absl::Status {
     RETURN_IF_ERROR(read);
     audit.set_mechanism(options.pss() ? "cms-rsa-pss-sha256" : "cms-sha256");
     ASSIGN_OR_RETURN(auto key, Resolve(options.key()));
     audit.set_key(key->uri());
-    ASSIGN_OR_RETURN(signed_message, engine_.Sign(key, message, {options.opaque(), options.pss()}, Deadline(*ctx)));
-    return absl::OkStatus();
+    RETURN_IF_ERROR(engine_.Sign(key, message, out, {options.opaque(), options.pss()}, Deadline(*ctx)));
+    return out.Flush();
   });
-  if (status.ok()) WriteChunks<v1::SignResponse>(stream, signed_message);
-  return status;
 }
 
 grpc::Status AgentService::Verify(grpc::ServerContext* ctx,
                                   grpc::ServerReaderWriter<v1::VerifyResponse, v1::VerifyRequest>* stream) {
   RETURN_GRPC_IF_ERROR(Authorize(*ctx).status());
-  v1::VerifyOptions options;
-  std::string message, content;
-  RETURN_GRPC_IF_ERROR(ReadRequests<v1::VerifyRequest>(
-      stream, options_.max_message_bytes, [&](const v1::VerifyRequest& r, bool first, size_t* total) {
-        if (first && r.has_options()) options = r.options();
-        if (!first && r.part_case() == v1::VerifyRequest::kContent) {
-          content.append(r.content());
-          *total += r.content().size();
-          return absl::OkStatus();
-        }
-        return TakeChunk(r, first, total, &message);
-      }));
+  RequestStream requests(ctx, stream);
+  v1::VerifyRequest first;
+  RETURN_GRPC_IF_ERROR(requests.ReadOptions(&first));
+  const v1::VerifyOptions& options = first.options();
   auto anchors = ParseCertList(options.trust_anchors(), "trusted CA certificate");
   if (!anchors.ok()) return ToGrpcStatus(anchors.status());
   agent::VerifyOptions vopts;
@@ -271,7 +373,11 @@ grpc::Status AgentService::Verify(grpc::ServerContext* ctx,
   auto extra = ParseCertList(options.extra_certs(), "intermediate certificate");
   if (!extra.ok()) return ToGrpcStatus(extra.status());
   vopts.extra_certs = std::move(*extra);
-  auto result = engine_.Verify(message, content, vopts);
+  decltype(requests)::Part message(&requests, v1::VerifyRequest::kData, MaxEncodedBytes(options_.max_message_bytes),
+                                   TooLarge(options_.max_message_bytes, true));
+  decltype(requests)::Part content(&requests, v1::VerifyRequest::kContent, options_.max_message_bytes,
+                                   TooLarge(options_.max_message_bytes, false));
+  auto result = engine_.Verify(message, &content, vopts);
   if (!result.ok()) return ToGrpcStatus(result.status());
   v1::VerifyResponse head;
   for (const SignerInfo& s : result->signers) {
@@ -282,20 +388,21 @@ grpc::Status AgentService::Verify(grpc::ServerContext* ctx,
   }
   head.mutable_result()->set_from_mismatch(result->from_mismatch);
   stream->Write(head);
-  WriteChunks<v1::VerifyResponse>(stream, result->content);
-  return grpc::Status::OK;
+  ResponseSink out(stream);
+  out.Write(result->content);
+  return ToGrpcStatus(out.Flush());
 }
 
 grpc::Status AgentService::Encrypt(grpc::ServerContext* ctx,
                                    grpc::ServerReaderWriter<v1::EncryptResponse, v1::EncryptRequest>* stream) {
-  v1::EncryptOptions options;
-  std::string message;
-  absl::Status read = ReadRequests<v1::EncryptRequest>(
-      stream, options_.max_message_bytes, [&](const v1::EncryptRequest& r, bool first, size_t* total) {
-        if (first && r.has_options()) options = r.options();
-        return TakeChunk(r, first, total, &message);
-      });
-  auto encrypt = [&](AuditRecord* audit) -> absl::StatusOr<std::string> {
+  RequestStream requests(ctx, stream);
+  v1::EncryptRequest first;
+  absl::Status read = requests.ReadOptions(&first);
+  const v1::EncryptOptions& options = first.options();
+  decltype(requests)::Part message(&requests, v1::EncryptRequest::kData, options_.max_message_bytes,
+                                   TooLarge(options_.max_message_bytes, false));
+  ResponseSink out(stream);
+  auto encrypt = [&](AuditRecord* audit) -> absl::Status {
     RETURN_IF_ERROR(read);
     ASSIGN_OR_RETURN(std::vector<CertPtr> recipients, ParseCertList(options.recipients(), "recipient certificate"));
     agent::EncryptOptions eopts;
@@ -305,43 +412,35 @@ grpc::Status AgentService::Encrypt(grpc::ServerContext* ctx,
       case v1::CONTENT_CIPHER_AES256_GCM: eopts.cipher = Cipher::kAes256Gcm; break;
       default: eopts.cipher = Cipher::kAes256Cbc; break;
     }
-    std::string plain = std::move(message);
-    if (audit != nullptr) {  // sign first, then encrypt the signed message
+    if (audit == nullptr) {
+      RETURN_IF_ERROR(engine_.Encrypt(message, out, recipients, eopts));
+    } else {  // sign first, then encrypt the signed message
       ASSIGN_OR_RETURN(auto key, Resolve(options.sign_with()));
       audit->set_key(key->uri());
-      ASSIGN_OR_RETURN(plain, engine_.Sign(key, plain, {options.sign_opaque(), false}, Deadline(*ctx)));
-      // The sender can read what it sent.
-      recipients.push_back(CertPtr(X509_dup(key->certificate()), X509_free));
+      RETURN_IF_ERROR(engine_.SignAndEncrypt(key, message, out, {options.sign_opaque(), false},
+                                             std::move(recipients), eopts, Deadline(*ctx)));
     }
-    return engine_.Encrypt(plain, recipients, eopts);
+    return out.Flush();
   };
-  absl::StatusOr<std::string> out = absl::UnknownError("not run");
-  grpc::Status status;
   if (options.has_sign_with()) {
-    status = AuditedKeyOp(*ctx, "smime_sign_encrypt", SelectorForAudit(options.sign_with()),
-                          [&](AuditRecord& audit) -> absl::Status {
+    return AuditedKeyOp(*ctx, "smime_sign_encrypt", SelectorForAudit(options.sign_with()),
+                        [&](AuditRecord& audit) -> absl::Status {
       audit.set_mechanism("cms-sha256");
-      out = encrypt(&audit);
-      return out.status();
+      return encrypt(&audit);
     });
-  } else {
-    RETURN_GRPC_IF_ERROR(Authorize(*ctx).status());
-    out = encrypt(nullptr);
-    status = ToGrpcStatus(out.status());
   }
-  if (status.ok()) WriteChunks<v1::EncryptResponse>(stream, *out);
-  return status;
+  RETURN_GRPC_IF_ERROR(Authorize(*ctx).status());
+  return ToGrpcStatus(encrypt(nullptr));
 }
 
 grpc::Status AgentService::Decrypt(grpc::ServerContext* ctx,
                                    grpc::ServerReaderWriter<v1::DecryptResponse, v1::DecryptRequest>* stream) {
-  std::string message;
-  v1::DecryptOptions options;
-  absl::Status read = ReadRequests<v1::DecryptRequest>(
-      stream, options_.max_message_bytes, [&](const v1::DecryptRequest& r, bool first, size_t* total) {
-        if (first && r.has_options()) options = r.options();
-        return TakeChunk(r, first, total, &message);
-      });
+  RequestStream requests(ctx, stream);
+  v1::DecryptRequest first;
+  absl::Status read = requests.ReadOptions(&first);
+  const v1::DecryptOptions& options = first.options();
+  decltype(requests)::Part message(&requests, v1::DecryptRequest::kData, MaxEncodedBytes(options_.max_message_bytes),
+                                   TooLarge(options_.max_message_bytes, true));
   absl::StatusOr<DecryptResult> result = absl::UnknownError("not run");
   std::string described = options.has_key() ? SelectorForAudit(options.key()) : "-";
   grpc::Status status = AuditedKeyOp(*ctx, "smime_decrypt", described, [&](AuditRecord& audit) -> absl::Status {
@@ -360,8 +459,9 @@ grpc::Status AgentService::Decrypt(grpc::ServerContext* ctx,
   head.mutable_result()->set_key_uri(result->key_uri);
   head.mutable_result()->set_is_signed(result->is_signed);
   stream->Write(head);
-  WriteChunks<v1::DecryptResponse>(stream, result->content);
-  return grpc::Status::OK;
+  ResponseSink out(stream);
+  out.Write(result->content);
+  return ToGrpcStatus(out.Flush());
 }
 
 }  // namespace smime::agent

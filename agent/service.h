@@ -10,6 +10,7 @@
 #include "agent/key_resolver.h"
 #include "agent/listener.h"
 #include "agent/smime_engine.h"
+#include "common/limits.h"
 #include "smime/agent/v1/agent.grpc.pb.h"
 #include "tokens/token.h"
 
@@ -18,8 +19,10 @@ namespace smime::agent {
 struct ServiceOptions {
   // Default wait for a token session when the caller set no deadline.
   absl::Duration default_deadline = absl::Seconds(30);
-  // Largest S/MIME message (in or out) the agent handles.
-  size_t max_message_bytes = size_t{64} << 20;
+  // Largest message content to sign or encrypt. Signed or encrypted input
+  // (verify, decrypt) may be MaxEncodedBytes() of it, so that whatever the
+  // agent wrote it also reads back (common/limits.h).
+  size_t max_message_bytes = kDefaultMaxMessageBytes;
 };
 
 class AgentService final : public v1::Agent::Service {

@@ -6,11 +6,15 @@
 #include <openssl/rsa.h>
 #include <openssl/x509v3.h>
 
+#include <algorithm>
+#include <thread>
+
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "agent/mime.h"
+#include "agent/stream_bio.h"
 #include "agent/token_pkey.h"
 #include "common/status_macros.h"
 #include "tokens/certificate.h"
@@ -63,25 +67,49 @@ absl::Status CheckValidNow(X509* cert, absl::string_view role) {
   return absl::OkStatus();
 }
 
+// The error to report when an OpenSSL call that used a token key failed:
+// the token's own error if there was one, else OpenSSL's queue.
+absl::Status KeyOpError(absl::StatusCode code, absl::string_view what) {
+  absl::Status token = TakeLastTokenError();
+  if (!token.ok()) {
+    ClearSslErrors();
+    return token;
+  }
+  return SslError(code, what);
+}
+
 struct ParsedCms {
   SslPtr<CMS_ContentInfo> cms;
   SslPtr<BIO> content;  // detached content from multipart/signed, if any
   std::string outer_headers;
 };
 
-absl::StatusOr<ParsedCms> ParseCms(absl::string_view input) {
+// What signing may run ahead of encryption in SignAndEncrypt.
+constexpr size_t kStreamPipeBytes = 256 * 1024;
+
+// Outer header fields (for the From check) are looked for this far.
+constexpr size_t kOuterHeaderBytes = 64 * 1024;
+
+// Parses S/MIME, DER or PEM CMS as it is read from `input`. OpenSSL holds
+// the whole structure (and multipart/signed content) in memory; the input
+// itself is never collected.
+absl::StatusOr<ParsedCms> ParseCms(ByteSource& input) {
   ClearSslErrors();
   ParsedCms out;
-  absl::string_view trimmed = absl::StripLeadingAsciiWhitespace(input);
-  if (trimmed.empty()) return absl::InvalidArgumentError("the input is empty");
-  auto bio = MemBio(trimmed);
-  if (absl::StartsWith(trimmed, "-----BEGIN")) {
+  SourceBio source(&input, kOuterHeaderBytes);
+  if (source.bio() == nullptr) return SslError(absl::StatusCode::kInternal, "cannot read the input");
+  int first = source.PeekSkippingWhitespace();
+  if (first < 0) {
+    RETURN_IF_ERROR(source.status());
+    return absl::InvalidArgumentError("the input is empty");
+  }
+  if (first == '-') {
     // "CMS" and "PKCS7" as OpenSSL writes them, and gpgsm's --armor labels.
     char* name = nullptr;
     char* header = nullptr;
     unsigned char* der = nullptr;
     long len = 0;
-    if (PEM_read_bio(bio.get(), &name, &header, &der, &len) == 1) {
+    if (PEM_read_bio(source.bio(), &name, &header, &der, &len) == 1) {
       static constexpr absl::string_view kLabels[] = {"CMS", "PKCS7", "PKCS #7 SIGNED DATA",
                                                       "ENCRYPTED MESSAGE", "SIGNED MESSAGE"};
       bool known = false;
@@ -92,20 +120,99 @@ absl::StatusOr<ParsedCms> ParseCms(absl::string_view input) {
     OPENSSL_free(name);
     OPENSSL_free(header);
     OPENSSL_free(der);
-  } else if (static_cast<unsigned char>(trimmed[0]) == 0x30) {
-    out.cms.reset(d2i_CMS_bio(bio.get(), nullptr));
+  } else if (first == 0x30) {
+    out.cms.reset(d2i_CMS_bio(source.bio(), nullptr));
   } else {
     BIO* content = nullptr;
-    out.cms.reset(SMIME_read_CMS(bio.get(), &content));
+    out.cms.reset(SMIME_read_CMS(source.bio(), &content));
     out.content.reset(content);
-    size_t end = ToCrlf(trimmed.substr(0, 64 * 1024)).find("\r\n\r\n");
-    if (end != std::string::npos) out.outer_headers = ToCrlf(trimmed.substr(0, 64 * 1024)).substr(0, end + 2);
+    std::string head = ToCrlf(source.head());
+    size_t end = head.find("\r\n\r\n");
+    if (end != std::string::npos) out.outer_headers = head.substr(0, end + 2);
+  }
+  if (!source.status().ok()) {  // too large, cancelled: not the message's fault
+    ClearSslErrors();
+    return source.status();
   }
   if (!out.cms) {
     return SslError(absl::StatusCode::kInvalidArgument,
                     "the input is not an S/MIME message, DER CMS or PEM CMS");
   }
   return out;
+}
+
+absl::StatusOr<std::string> ReadAll(ByteSource& source) {
+  std::string out, chunk;
+  while (source.Next(&chunk)) out += chunk;
+  RETURN_IF_ERROR(source.status());
+  return out;
+}
+
+// Passes output on until the input fails: from then on OpenSSL would go on
+// to sign or encrypt a truncated message, and none of that may go out.
+class GuardedSink final : public ByteSink {
+ public:
+  GuardedSink(ByteSink* out, const ByteSource* in) : out_(out), in_(in) {}
+  bool Write(absl::string_view data) override {
+    if (refused_ || !in_->status().ok()) return false;
+    refused_ = !out_->Write(data);
+    return !refused_;
+  }
+  bool refused() const { return refused_; }
+
+ private:
+  ByteSink* out_;
+  const ByteSource* in_;
+  bool refused_ = false;
+};
+
+// Makes every line end of the output CRLF, as mail transport expects:
+// SMIME_write_CMS ends header lines with CRLF (CMS_CRLFEOL) but its base64
+// BIO always ends lines with a bare LF, and has no flag for anything else.
+// The content it copies into multipart/signed is already canonical, so
+// only the base64 lines change.
+class CrlfSink final : public ByteSink {
+ public:
+  explicit CrlfSink(ByteSink* out) : out_(out) {}
+  bool Write(absl::string_view data) override {
+    buffer_.clear();
+    canonicalizer_.Append(data, &buffer_);
+    return out_->Write(buffer_);
+  }
+
+ private:
+  ByteSink* out_;
+  CrlfCanonicalizer canonicalizer_;
+  std::string buffer_;
+};
+
+// Writes `cms` as S/MIME to `out` with OpenSSL's streaming encoder, which
+// reads the content from `content` as it goes. `what` names the operation
+// in errors.
+absl::Status WriteSmimeStreaming(CMS_ContentInfo* cms, ByteSource& content, ByteSink& out, unsigned int flags,
+                                 absl::string_view what) {
+  CrlfSink crlf(&out);
+  GuardedSink guarded(&crlf, &content);
+  SourceBio in(&content);
+  SslPtr<BIO> out_bio = NewSinkBio(&guarded);
+  if (in.bio() == nullptr || !out_bio) return SslError(absl::StatusCode::kInternal, "cannot stream");
+  int written = SMIME_write_CMS(out_bio.get(), cms, in.bio(), static_cast<int>(flags | CMS_STREAM | CMS_CRLFEOL));
+  if (!content.status().ok()) {
+    ClearSslErrors();
+    TakeLastTokenError().IgnoreError();
+    return content.status();
+  }
+  if (guarded.refused()) {
+    ClearSslErrors();
+    return absl::CancelledError("the output could not be delivered (the caller went away)");
+  }
+  // Streaming hides some failures from the return value (the opaque and
+  // enveloped writers ignore the final flush that signs or pads): the
+  // error queue and the token say what happened.
+  if (written != 1 || ERR_peek_error() != 0) return KeyOpError(absl::StatusCode::kInternal, what);
+  absl::Status token = TakeLastTokenError();
+  if (!token.ok()) return token;
+  return absl::OkStatus();
 }
 
 // The issuing chain of `cert` among `pool` (nearest first), without `cert`.
@@ -127,17 +234,6 @@ std::vector<X509*> ChainFor(X509* cert, const std::vector<CertPtr>& pool) {
   }
   ClearSslErrors();
   return chain;
-}
-
-// The error to report when an OpenSSL call that used a token key failed:
-// the token's own error if there was one, else OpenSSL's queue.
-absl::Status KeyOpError(absl::StatusCode code, absl::string_view what) {
-  absl::Status token = TakeLastTokenError();
-  if (!token.ok()) {
-    ClearSslErrors();
-    return token;
-  }
-  return SslError(code, what);
 }
 
 std::string DescribeRecipientId(ASN1_OCTET_STRING* keyid, X509_NAME* issuer, ASN1_INTEGER* serial) {
@@ -211,8 +307,8 @@ absl::StatusOr<std::vector<CertPtr>> ParseCertificates(absl::string_view data) {
   return out;
 }
 
-absl::StatusOr<std::string> SmimeEngine::Sign(std::shared_ptr<const tokens::Key> key, absl::string_view message,
-                                              const SignOptions& options, absl::Time deadline) const {
+absl::Status SmimeEngine::Sign(std::shared_ptr<const tokens::Key> key, ByteSource& message, ByteSink& out,
+                               const SignOptions& options, absl::Time deadline) const {
   X509* cert = key->certificate();
   if (cert == nullptr) {
     return absl::FailedPreconditionError(absl::StrCat(
@@ -223,7 +319,8 @@ absl::StatusOr<std::string> SmimeEngine::Sign(std::shared_ptr<const tokens::Key>
     return absl::InvalidArgumentError(absl::StrCat("RSA-PSS needs an RSA key; \"", key->label(), "\" is ",
                                                    key->short_name()));
   }
-  ASSIGN_OR_RETURN(SplitMessage split, SplitForSmime(message));
+  EntitySource entity(&message);
+  RETURN_IF_ERROR(entity.ReadHeader());
   ASSIGN_OR_RETURN(std::shared_ptr<EVP_PKEY> pkey, TokenPkey(token_, key));
   std::vector<CertPtr> pool = token_->OtherCertificates();
   SslPtr<STACK_OF(X509)> chain(sk_X509_new_null());
@@ -231,7 +328,10 @@ absl::StatusOr<std::string> SmimeEngine::Sign(std::shared_ptr<const tokens::Key>
 
   ClearSslErrors();
   DeadlineScope scope(deadline);
-  const unsigned int flags = CMS_PARTIAL | CMS_BINARY | (options.opaque ? 0 : CMS_DETACHED);
+  // CMS_BINARY: EntitySource already made the line ends CRLF, as S/MIME
+  // signs text. CMS_STREAM: the content is digested (and for opaque
+  // signatures encoded) while it is copied from input to output.
+  const unsigned int flags = CMS_PARTIAL | CMS_BINARY | CMS_STREAM | (options.opaque ? 0 : CMS_DETACHED);
   SslPtr<CMS_ContentInfo> cms(CMS_sign_ex(nullptr, nullptr, chain.get(), nullptr, flags, nullptr, nullptr));
   if (!cms) return SslError(absl::StatusCode::kInternal, "cannot start SignedData");
   CMS_SignerInfo* si =
@@ -244,21 +344,11 @@ absl::StatusOr<std::string> SmimeEngine::Sign(std::shared_ptr<const tokens::Key>
       return SslError(absl::StatusCode::kInternal, "cannot select RSA-PSS");
     }
   }
-  auto data = MemBio(split.entity);
-  if (CMS_final(cms.get(), data.get(), nullptr, flags) != 1) {
-    return KeyOpError(absl::StatusCode::kInternal, "signing failed");
-  }
-  SslPtr<BIO> out(BIO_new(BIO_s_mem()));
-  auto data_again = MemBio(split.entity);
-  // CMS_REUSE_DIGEST: copy the signed part out as it is; without it
-  // SMIME_write_CMS would digest and sign the data a second time.
-  if (SMIME_write_CMS(out.get(), cms.get(), data_again.get(), flags | CMS_CRLFEOL | CMS_REUSE_DIGEST) != 1) {
-    return SslError(absl::StatusCode::kInternal, "cannot write S/MIME");
-  }
-  return absl::StrCat(split.outer_headers, BioContents(out.get()));
+  if (!out.Write(entity.outer_headers())) return absl::CancelledError("the caller went away");
+  return WriteSmimeStreaming(cms.get(), entity, out, flags, "signing failed");
 }
 
-absl::StatusOr<VerifyResult> SmimeEngine::Verify(absl::string_view input, absl::string_view detached_content,
+absl::StatusOr<VerifyResult> SmimeEngine::Verify(ByteSource& input, ByteSource* detached_content,
                                                  const VerifyOptions& options) const {
   if (options.trust_anchors.empty() && !options.signature_only) {
     return absl::InvalidArgumentError("verification needs at least one trusted CA certificate");
@@ -267,13 +357,23 @@ absl::StatusOr<VerifyResult> SmimeEngine::Verify(absl::string_view input, absl::
   if (OBJ_obj2nid(CMS_get0_type(parsed.cms.get())) != NID_pkcs7_signed) {
     return absl::InvalidArgumentError("the input is not a signed message (not CMS SignedData)");
   }
+  std::string detached;
+  if (detached_content != nullptr) {
+    ASSIGN_OR_RETURN(detached, ReadAll(*detached_content));
+  }
   SslPtr<BIO> content;
-  if (!detached_content.empty()) {
-    content = MemBio(detached_content);
+  size_t content_size = 0;  // to size the output once
+  ASN1_OCTET_STRING** econtent = CMS_get0_content(parsed.cms.get());
+  if (!detached.empty()) {
+    content = MemBio(detached);
+    content_size = detached.size();
   } else if (parsed.content) {
+    content_size = BIO_ctrl_pending(parsed.content.get());
     content = std::move(parsed.content);
-  } else if (CMS_get0_content(parsed.cms.get()) == nullptr || *CMS_get0_content(parsed.cms.get()) == nullptr) {
+  } else if (econtent == nullptr || *econtent == nullptr) {
     return absl::InvalidArgumentError("the signature is detached; give the signed content too");
+  } else {
+    content_size = static_cast<size_t>(ASN1_STRING_length(*econtent));
   }
   SslPtr<X509_STORE> store(X509_STORE_new());
   for (const CertPtr& c : options.trust_anchors) X509_STORE_add_cert(store.get(), c.get());
@@ -287,7 +387,9 @@ absl::StatusOr<VerifyResult> SmimeEngine::Verify(absl::string_view input, absl::
   if (options.any_purpose) X509_STORE_set_purpose(store.get(), X509_PURPOSE_ANY);
   SslPtr<STACK_OF(X509)> extra(sk_X509_new_null());
   for (const CertPtr& c : options.extra_certs) sk_X509_push(extra.get(), c.get());
-  SslPtr<BIO> out(BIO_new(BIO_s_mem()));
+  StringSink verified;
+  verified.str().reserve(content_size + content_size / 32);
+  SslPtr<BIO> out = NewSinkBio(&verified);
   ClearSslErrors();
   // Flags as `openssl cms -verify` uses them, so content comes out byte for
   // byte as there.
@@ -296,7 +398,7 @@ absl::StatusOr<VerifyResult> SmimeEngine::Verify(absl::string_view input, absl::
     return SslError(absl::StatusCode::kInvalidArgument, "signature verification failed");
   }
   VerifyResult result;
-  result.content = BioContents(out.get());
+  result.content = std::move(verified.str());
   STACK_OF(X509)* signers = CMS_get0_signers(parsed.cms.get());
   for (int i = 0; i < sk_X509_num(signers); ++i) {
     tokens::CertificateSummary s = tokens::Summarize(sk_X509_value(signers, i));
@@ -317,18 +419,20 @@ absl::StatusOr<VerifyResult> SmimeEngine::Verify(absl::string_view input, absl::
   return result;
 }
 
-absl::StatusOr<std::string> SmimeEngine::Encrypt(absl::string_view message, const std::vector<CertPtr>& recipients,
-                                                 const EncryptOptions& options) const {
+absl::Status SmimeEngine::Encrypt(ByteSource& message, ByteSink& out, const std::vector<CertPtr>& recipients,
+                                  const EncryptOptions& options) const {
   if (recipients.empty()) return absl::InvalidArgumentError("encryption needs at least one recipient certificate");
   for (const CertPtr& r : recipients) RETURN_IF_ERROR(CheckValidNow(r.get(), "recipient"));
-  ASSIGN_OR_RETURN(SplitMessage split, SplitForSmime(message));
+  EntitySource entity(&message);
+  RETURN_IF_ERROR(entity.ReadHeader());
   const EVP_CIPHER* cipher = options.cipher == Cipher::kAes128Cbc   ? EVP_aes_128_cbc()
                              : options.cipher == Cipher::kAes256Gcm ? EVP_aes_256_gcm()
                                                                     : EVP_aes_256_cbc();
   ClearSslErrors();
-  const unsigned int flags = CMS_PARTIAL | CMS_BINARY;
-  auto data = MemBio(split.entity);
-  SslPtr<CMS_ContentInfo> cms(CMS_encrypt_ex(nullptr, data.get(), cipher, flags, nullptr, nullptr));
+  // CMS_STREAM: the content is encrypted and encoded while it is copied
+  // from input to output.
+  const unsigned int flags = CMS_PARTIAL | CMS_BINARY | CMS_STREAM;
+  SslPtr<CMS_ContentInfo> cms(CMS_encrypt_ex(nullptr, nullptr, cipher, flags, nullptr, nullptr));
   if (!cms) return SslError(absl::StatusCode::kInternal, "cannot start EnvelopedData");
   for (const CertPtr& r : recipients) {
     bool rsa = EVP_PKEY_get_base_id(X509_get0_pubkey(r.get())) == EVP_PKEY_RSA;
@@ -347,18 +451,44 @@ absl::StatusOr<std::string> SmimeEngine::Encrypt(absl::string_view message, cons
       }
     }
   }
-  auto data_again = MemBio(split.entity);
-  if (CMS_final(cms.get(), data_again.get(), nullptr, flags) != 1) {
-    return SslError(absl::StatusCode::kInternal, "encryption failed");
-  }
-  SslPtr<BIO> out(BIO_new(BIO_s_mem()));
-  if (SMIME_write_CMS(out.get(), cms.get(), nullptr, flags | CMS_CRLFEOL) != 1) {
-    return SslError(absl::StatusCode::kInternal, "cannot write S/MIME");
-  }
-  return absl::StrCat(split.outer_headers, BioContents(out.get()));
+  if (!out.Write(entity.outer_headers())) return absl::CancelledError("the caller went away");
+  return WriteSmimeStreaming(cms.get(), entity, out, flags, "encryption failed");
 }
 
-absl::StatusOr<DecryptResult> SmimeEngine::Decrypt(absl::string_view input, absl::Time deadline,
+absl::Status SmimeEngine::SignAndEncrypt(std::shared_ptr<const tokens::Key> key, ByteSource& message, ByteSink& out,
+                                         const SignOptions& sign_options, std::vector<CertPtr> recipients,
+                                         const EncryptOptions& encrypt_options, absl::Time deadline) const {
+  X509* cert = key->certificate();
+  if (cert == nullptr) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "key \"", key->label(), "\" has no certificate; S/MIME signing needs one (import it first)"));
+  }
+  // The sender reads what it sent: add its certificate unless it is among
+  // the recipients already (one RecipientInfo per certificate).
+  bool listed = std::any_of(recipients.begin(), recipients.end(),
+                            [&](const CertPtr& r) { return X509_cmp(r.get(), cert) == 0; });
+  if (!listed) recipients.push_back(CertPtr(X509_dup(cert), X509_free));
+  for (const CertPtr& r : recipients) RETURN_IF_ERROR(CheckValidNow(r.get(), "recipient"));
+  // OpenSSL's streaming writers each pull their input, so one thread cannot
+  // drive both: signing runs on its own thread and writes into a bounded
+  // pipe that encryption reads from.
+  BlockingPipe signed_message(kStreamPipeBytes);
+  absl::Status sign_status;
+  std::thread signer([&] {
+    sign_status = Sign(key, message, signed_message, sign_options, deadline);
+    signed_message.CloseWrite(sign_status.ok() ? absl::OkStatus() : absl::AbortedError("signing failed"));
+  });
+  absl::Status encrypt_status = Encrypt(signed_message, out, recipients, encrypt_options);
+  signed_message.CloseRead();  // a signer still writing stops
+  signer.join();
+  // Which failure came first: a failed signer ends the pipe with an error,
+  // an encryption that stopped early fails the signer's writes.
+  if (!signed_message.status().ok()) return sign_status;
+  RETURN_IF_ERROR(encrypt_status);
+  return sign_status;
+}
+
+absl::StatusOr<DecryptResult> SmimeEngine::Decrypt(ByteSource& input, absl::Time deadline,
                                                    std::shared_ptr<const tokens::Key> only_key) const {
   ASSIGN_OR_RETURN(ParsedCms parsed, ParseCms(input));
   int type = OBJ_obj2nid(CMS_get0_type(parsed.cms.get()));
@@ -420,7 +550,12 @@ absl::StatusOr<DecryptResult> SmimeEngine::Decrypt(absl::string_view input, absl
   }
   ASSIGN_OR_RETURN(std::shared_ptr<EVP_PKEY> pkey, TokenPkey(token_, chosen));
   DeadlineScope scope(deadline);
-  SslPtr<BIO> out(BIO_new(BIO_s_mem()));
+  StringSink plain;
+  ASN1_OCTET_STRING** encrypted = CMS_get0_content(parsed.cms.get());
+  if (encrypted != nullptr && *encrypted != nullptr) {
+    plain.str().reserve(static_cast<size_t>(ASN1_STRING_length(*encrypted)));
+  }
+  SslPtr<BIO> out = NewSinkBio(&plain);
   if (CMS_decrypt(parsed.cms.get(), pkey.get(), chosen_cert, nullptr, out.get(), 0) != 1) {
     absl::Status token = TakeLastTokenError();
     ClearSslErrors();
@@ -429,8 +564,9 @@ absl::StatusOr<DecryptResult> SmimeEngine::Decrypt(absl::string_view input, absl
     if (absl::IsUnavailable(token) || absl::IsFailedPrecondition(token) || absl::IsNotFound(token)) return token;
     return absl::InvalidArgumentError("decryption failed");
   }
+  parsed.cms.reset();  // the ciphertext; no longer needed
   DecryptResult result;
-  result.content = BioContents(out.get());
+  result.content = std::move(plain.str());
   result.key_uri = chosen->uri();
   result.is_signed = IsSignedEntity(result.content);
   return result;

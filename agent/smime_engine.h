@@ -13,6 +13,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "agent/byte_stream.h"
 #include "tokens/token.h"
 
 namespace smime::agent {
@@ -58,14 +59,18 @@ struct SignerInfo {
 };
 
 struct VerifyResult {
-  std::string content;  // the signed MIME entity
+  // The signed MIME entity. Kept whole: it may only leave the agent once
+  // the signature has checked out.
+  std::string content;
   std::vector<SignerInfo> signers;
   // Set when a From header is there and no signer's certificate names it.
   std::string from_mismatch;
 };
 
 struct DecryptResult {
-  std::string content;  // the decrypted MIME entity
+  // The decrypted MIME entity. Kept whole: a CBC padding or GCM tag failure
+  // shows only at the end, and no plaintext leaves the agent before that.
+  std::string content;
   std::string key_uri;  // the token key that opened it
   bool is_signed = false;
 };
@@ -73,19 +78,35 @@ struct DecryptResult {
 // Parses one or more certificates: DER, PEM, or a PEM bundle.
 absl::StatusOr<std::vector<CertPtr>> ParseCertificates(absl::string_view data);
 
+// Sign and Encrypt stream: they read the message from a ByteSource and
+// write the S/MIME message to a ByteSink as they go, so memory stays at a
+// few chunks whatever the size. When they fail, what was written to `out`
+// is worthless (the caller must say so). Verify and Decrypt read their input
+// as it comes, but OpenSSL's CMS parser holds the whole structure, and the
+// result is only released whole, after the check.
 class SmimeEngine {
  public:
   explicit SmimeEngine(tokens::Token* token) : token_(token) {}
 
-  absl::StatusOr<std::string> Sign(std::shared_ptr<const tokens::Key> key, absl::string_view message,
-                                   const SignOptions& options, absl::Time deadline) const;
-  absl::StatusOr<VerifyResult> Verify(absl::string_view input, absl::string_view detached_content,
+  // `message`: an RFC 5322 message or a bare MIME entity, LF or CRLF line
+  // ends. Outer header fields (From, To, Subject...) stay outside the
+  // signed part, Content-* fields go inside.
+  absl::Status Sign(std::shared_ptr<const tokens::Key> key, ByteSource& message, ByteSink& out,
+                    const SignOptions& options, absl::Time deadline) const;
+  absl::Status Encrypt(ByteSource& message, ByteSink& out, const std::vector<CertPtr>& recipients,
+                       const EncryptOptions& options) const;
+  // Signs with `key`, then encrypts the signed message to `recipients` and
+  // the signer (so the sender can read what it sent).
+  absl::Status SignAndEncrypt(std::shared_ptr<const tokens::Key> key, ByteSource& message, ByteSink& out,
+                              const SignOptions& sign_options, std::vector<CertPtr> recipients,
+                              const EncryptOptions& encrypt_options, absl::Time deadline) const;
+  // `detached_content` (may be null or empty) is the signed content when
+  // `input` is a detached signature.
+  absl::StatusOr<VerifyResult> Verify(ByteSource& input, ByteSource* detached_content,
                                       const VerifyOptions& options) const;
-  absl::StatusOr<std::string> Encrypt(absl::string_view message, const std::vector<CertPtr>& recipients,
-                                      const EncryptOptions& options) const;
   // Finds the token key among the message's recipients and decrypts. With
   // `only_key`, uses that key or fails.
-  absl::StatusOr<DecryptResult> Decrypt(absl::string_view input, absl::Time deadline,
+  absl::StatusOr<DecryptResult> Decrypt(ByteSource& input, absl::Time deadline,
                                         std::shared_ptr<const tokens::Key> only_key = nullptr) const;
 
  private:

@@ -4,8 +4,11 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <thread>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "common/limits.h"
 #include "common/paths.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/create_channel.h"
@@ -56,6 +59,13 @@ absl::Status AgentClient::Convert(const grpc::Status& status) const {
   if (status.error_code() == grpc::StatusCode::UNAVAILABLE) {
     return absl::UnavailableError(absl::StrCat("the agent at ", socket_path_,
                                                " is not answering (", status.error_message(), ")"));
+  }
+  if (status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED &&
+      absl::StrContains(status.error_message(), "larger than max")) {
+    // gRPC's own per-message limit, not one of the agent's messages.
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "a request is larger than the agent accepts in one message (its --max-request-bytes): ",
+        status.error_message()));
   }
   return absl::Status(code, status.error_message());
 }
@@ -149,29 +159,36 @@ absl::StatusOr<v1::KeyInfo> AgentClient::GenerateKey(v1::KeyType type, absl::str
 }
 
 namespace {
-constexpr size_t kChunkBytes = size_t{1} << 20;
+// Fits the agent's per-message limit whatever it is set to (common/limits.h).
+constexpr size_t kChunkBytes = kStreamChunkBytes;
 
-// Sends `first` then `data` (and `content`) in chunks, and collects the
-// responses: `on_response` sees each one.
+// Sends `first` then `data` (and `content`) in chunks while collecting the
+// responses (`on_response` sees each one). Both directions run at once: the
+// agent streams its output while it still reads the input, so a client
+// that sent everything before reading would stall both sides as soon as
+// the transport's flow-control windows fill.
 template <typename Req, typename Resp, typename OnResponse>
 grpc::Status Exchange(grpc::ClientReaderWriter<Req, Resp>* rw, const Req& first, absl::string_view data,
                       absl::string_view content, OnResponse on_response) {
-  bool ok = rw->Write(first);
-  for (size_t off = 0; ok && off < data.size(); off += kChunkBytes) {
-    Req req;
-    req.set_data(std::string(data.substr(off, kChunkBytes)));
-    ok = rw->Write(req);
-  }
-  if constexpr (std::is_same_v<Req, v1::VerifyRequest>) {
-    for (size_t off = 0; ok && off < content.size(); off += kChunkBytes) {
+  std::thread writer([&] {
+    bool ok = rw->Write(first);
+    for (size_t off = 0; ok && off < data.size(); off += kChunkBytes) {
       Req req;
-      req.set_content(std::string(content.substr(off, kChunkBytes)));
+      req.set_data(std::string(data.substr(off, kChunkBytes)));
       ok = rw->Write(req);
     }
-  }
-  rw->WritesDone();
+    if constexpr (std::is_same_v<Req, v1::VerifyRequest>) {
+      for (size_t off = 0; ok && off < content.size(); off += kChunkBytes) {
+        Req req;
+        req.set_content(std::string(content.substr(off, kChunkBytes)));
+        ok = rw->Write(req);
+      }
+    }
+    rw->WritesDone();
+  });
   Resp resp;
   while (rw->Read(&resp)) on_response(resp);
+  writer.join();
   return rw->Finish();
 }
 }  // namespace

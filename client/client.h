@@ -47,7 +47,8 @@ class AgentClient {
                                          absl::string_view ciphertext);
   absl::StatusOr<v1::KeyInfo> GenerateKey(v1::KeyType type, absl::string_view label);
 
-  // S/MIME. Messages go in 1 MiB chunks over a streaming call.
+  // S/MIME. Messages go in kStreamChunkBytes chunks over a streaming call,
+  // sent while the response is read.
   absl::StatusOr<std::string> SignMessage(const v1::SignOptions& options, absl::string_view message);
   struct Verified {
     v1::VerifyResult result;

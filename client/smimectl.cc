@@ -20,6 +20,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
 #include "client/client.h"
+#include "common/limits.h"
 
 namespace smime::client {
 namespace {
@@ -37,7 +38,8 @@ T Check(absl::StatusOr<T> v) {
   return std::move(*v);
 }
 
-std::string ReadInput(const std::string& path, size_t max_bytes) {
+// Reads `path` whole; `what_limit` says what the limit is, for the error.
+std::string ReadInput(const std::string& path, size_t max_bytes, absl::string_view what_limit = "") {
   std::ifstream in(path, std::ios::binary);
   if (!in) Die(absl::NotFoundError(absl::StrCat("cannot read ", path, ": ", std::strerror(errno))));
   std::string data;
@@ -45,7 +47,8 @@ std::string ReadInput(const std::string& path, size_t max_bytes) {
   while (in.read(buf, sizeof(buf)) || in.gcount() > 0) {
     data.append(buf, static_cast<size_t>(in.gcount()));
     if (data.size() > max_bytes) {
-      Die(absl::InvalidArgumentError(absl::StrCat(path, " is larger than ", max_bytes, " bytes")));
+      Die(absl::InvalidArgumentError(
+          absl::StrCat(path, " is larger than ", HumanBytes(max_bytes), what_limit.empty() ? "" : ", ", what_limit)));
     }
   }
   return data;
@@ -155,7 +158,11 @@ v1::KeyType ParseKeyType(const std::string& s) {
   Die(absl::InvalidArgumentError(absl::StrCat("unknown --type \"", s, "\"")));
 }
 
-constexpr size_t kMaxMessageBytes = size_t{64} << 20;
+// The agent's default limits (common/limits.h); the agent checks its own.
+constexpr size_t kMaxMessageBytes = kDefaultMaxMessageBytes;
+constexpr size_t kMaxEncodedBytes = MaxEncodedBytes(kDefaultMaxMessageBytes);
+constexpr absl::string_view kMessageLimit = "the largest message the agent signs or encrypts";
+constexpr absl::string_view kEncodedLimit = "the largest signed or encrypted message the agent reads";
 
 // "2026-01-02T03:04:05Z" (RFC 3339) or Unix seconds.
 google::protobuf::Timestamp ParseWhen(const std::string& text) {
@@ -315,7 +322,7 @@ int Run(int argc, char** argv) {
       *o.mutable_key() = TextSelector(key_sel);
       o.set_opaque(opaque);
       o.set_pss(pss);
-      WriteOutput(out, Check(client->SignMessage(o, ReadInput(in, kMaxMessageBytes))));
+      WriteOutput(out, Check(client->SignMessage(o, ReadInput(in, kMaxMessageBytes, kMessageLimit))));
     } else if (*verify) {
       v1::VerifyOptions o;
       for (const auto& ca : cas) o.add_trust_anchors(ReadInput(ca, 1 << 20));
@@ -324,8 +331,8 @@ int Run(int argc, char** argv) {
       o.set_signature_only(signature_only);
       for (const auto& u : untrusted) o.add_extra_certs(ReadInput(u, 1 << 20));
       if (cas.empty() && !signature_only) Die(absl::InvalidArgumentError("give --ca FILE (or --signature-only)"));
-      std::string content = content_file.empty() ? "" : ReadInput(content_file, kMaxMessageBytes);
-      auto v = Check(client->VerifyMessage(o, ReadInput(in, kMaxMessageBytes), content));
+      std::string content = content_file.empty() ? "" : ReadInput(content_file, kMaxMessageBytes, kMessageLimit);
+      auto v = Check(client->VerifyMessage(o, ReadInput(in, kMaxEncodedBytes, kEncodedLimit), content));
       PrintSigners(v.result);
       WriteOutput(out, v.content);
     } else if (*encrypt) {
@@ -337,12 +344,12 @@ int Run(int argc, char** argv) {
       else Die(absl::InvalidArgumentError(absl::StrCat("unknown --cipher \"", cipher, "\"")));
       o.set_oaep(oaep);
       if (!sign_with.empty()) *o.mutable_sign_with() = TextSelector(sign_with);
-      WriteOutput(out, Check(client->EncryptMessage(o, ReadInput(in, kMaxMessageBytes))));
+      WriteOutput(out, Check(client->EncryptMessage(o, ReadInput(in, kMaxMessageBytes, kMessageLimit))));
     } else if (*smime_decrypt) {
       if (also_verify && cas.empty()) Die(absl::InvalidArgumentError("--verify needs --ca"));
       v1::DecryptOptions dopts;
       if (!key_sel.empty()) *dopts.mutable_key() = TextSelector(key_sel);
-      auto d = Check(client->DecryptMessage(ReadInput(in, kMaxMessageBytes), dopts));
+      auto d = Check(client->DecryptMessage(ReadInput(in, kMaxEncodedBytes, kEncodedLimit), dopts));
       std::cerr << "smimectl: decrypted with " << d.result.key_uri() << "\n";
       std::string content = std::move(d.content);
       if (d.result.is_signed()) {

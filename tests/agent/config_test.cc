@@ -24,6 +24,7 @@ TEST(Config, ReadsAllKeys) {
             "socket = \"/run/agent.sock\"\n"
             "log_level = \"debug\"\n"
             "max_sessions = 4\n"
+            "max_message_bytes = 1048576\n"
             "allow_final_pin_try = true\n");
   auto c = LoadConfigFile(dir.File("c.toml"));
   ASSERT_THAT(c.status(), IsOk());
@@ -32,6 +33,7 @@ TEST(Config, ReadsAllKeys) {
   EXPECT_EQ(c->pin_file, "/run/pin");
   EXPECT_EQ(c->socket, "/run/agent.sock");
   EXPECT_EQ(c->max_sessions, 4);
+  EXPECT_EQ(c->max_message_bytes, 1 << 20);
   EXPECT_TRUE(c->allow_final_pin_try);
   EXPECT_THAT(Validate(*c), IsOk());
 }
@@ -57,6 +59,8 @@ INSTANTIATE_TEST_SUITE_P(
                       BadConfig{"module = \"/m.so\"\n", "needs a PIN"},
                       BadConfig{"pin_file = \"a\"\npin_env = \"B\"\n", "not both"},
                       BadConfig{"max_sessions = 0\n", "max_sessions"},
+                      BadConfig{"max_request_bytes = 65536\n", "max_request_bytes must be between 128 KiB"},
+                      BadConfig{"max_message_bytes = 0\n", "max_message_bytes"},
                       BadConfig{"log_level = \"loud\"\n", "unknown log level"}));
 
 TEST(Config, MissingFile) {

@@ -1,0 +1,324 @@
+// S/MIME through the real agent and smimectl as streams: big messages in
+// bounded agent memory, line ends across chunk boundaries, sign-then-encrypt,
+// the size limits. Every result is opened by the openssl command line (and
+// compared by content hash), not only by the agent itself.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <fstream>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
+#include "absl/strings/str_split.h"
+#include "client/client.h"
+#include "common/limits.h"
+#include "tests/testing/ossl_verify.h"
+#include "tests/testing/status_matchers.h"
+#include "tests/testing/test_env.h"
+
+namespace smime {
+namespace {
+
+using ::smime::testing::CommandResult;
+using ::smime::testing::IsOk;
+using ::smime::testing::ReadFile;
+using ::smime::testing::RunCommand;
+using ::smime::testing::StatusIs;
+using ::smime::testing::TempDir;
+using ::smime::testing::WriteFile;
+using ::testing::HasSubstr;
+using ::testing::StartsWith;
+namespace v1 = ::smime::agent::v1;
+
+constexpr size_t kMiB = size_t{1} << 20;
+
+// The agent's peak resident memory so far (VmHWM), in bytes.
+size_t PeakRss(pid_t pid) {
+  std::string status = ReadFile(absl::StrCat("/proc/", pid, "/status"));
+  for (absl::string_view line : absl::StrSplit(status, '\n')) {
+    if (absl::ConsumePrefix(&line, "VmHWM:")) {
+      size_t kib = 0;
+      if (absl::SimpleAtoi(absl::StripSuffix(absl::StripAsciiWhitespace(line), " kB"), &kib)) return kib * 1024;
+    }
+  }
+  ADD_FAILURE() << "no VmHWM in /proc/" << pid << "/status";
+  return 0;
+}
+
+// Line ends that are not CRLF: mail transport wants CRLF throughout.
+size_t BareLineEnds(absl::string_view text) {
+  size_t n = 0;
+  for (size_t i = 0; i < text.size(); ++i) {
+    if (text[i] == '\n' && (i == 0 || text[i - 1] != '\r')) ++n;
+    if (text[i] == '\r' && (i + 1 == text.size() || text[i + 1] != '\n')) ++n;
+  }
+  return n;
+}
+
+std::string Hex(const std::string& bytes) { return absl::BytesToHexString(bytes); }
+
+// The MIME entity the agent signs or encrypts for a message with a plain
+// header (no Content-* fields) and body `body_lf` with LF line ends.
+std::string ExpectedEntity(absl::string_view body_lf) {
+  return absl::StrCat("Content-Type: text/plain\r\n\r\n", absl::StrReplaceAll(body_lf, {{"\n", "\r\n"}}));
+}
+
+class SmimeStreamTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    token_ = new testing::TestToken(testing::MakeToken("stream", true));
+    keys_ = new TempDir();
+    // A recipient whose private key openssl holds, so openssl opens what the
+    // agent encrypted.
+    CommandResult r = RunCommand(
+        {"openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", keys_->File("rcpt.key"), "-out",
+         keys_->File("rcpt.pem"), "-days", "30", "-subj", "/CN=Recipient/emailAddress=rcpt@example.com", "-addext",
+         "subjectAltName=email:rcpt@example.com", "-addext", "keyUsage=critical,digitalSignature,keyEncipherment",
+         "-addext", "extendedKeyUsage=emailProtection"});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    // Small limits, so the limit tests stay fast and chunks must fit a
+    // small per-message limit.
+    auto agent = testing::AgentProcess::Start(
+        {"--module", testing::kSoftHsmModule, "--token", "stream", "--pin-file", token_->pin_file,
+         "--max-request-bytes", "131072", "--max-message-bytes", absl::StrCat(4 * kMiB)},
+        token_->conf);
+    ASSERT_THAT(agent.status(), IsOk());
+    agent_ = agent->release();
+  }
+  static void TearDownTestSuite() {
+    delete agent_;
+    delete keys_;
+    delete token_;
+  }
+  void SetUp() override { ASSERT_TRUE(agent_ != nullptr && agent_->Running()) << (agent_ ? agent_->Log() : ""); }
+  void TearDown() override { EXPECT_TRUE(agent_->Running()) << agent_->Log(); }
+
+  static CommandResult Ctl(const testing::AgentProcess& agent, std::vector<std::string> args) {
+    std::vector<std::string> argv = {testing::SmimectlBinary(), "--socket", agent.socket(), "--timeout", "300"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    testing::RunOptions o;
+    o.timeout = absl::Seconds(300);
+    return RunCommand(argv, o);
+  }
+  CommandResult Ctl(std::vector<std::string> args) { return Ctl(*agent_, std::move(args)); }
+  std::unique_ptr<client::AgentClient> Client() {
+    auto c = client::AgentClient::Connect(agent_->socket());
+    EXPECT_THAT(c.status(), IsOk());
+    return std::move(*c);
+  }
+  std::string Cert(const std::string& name) { return token_->Path("certs/" + name + ".pem"); }
+
+  // `openssl cms -verify` over the agent's output; returns the content.
+  std::string OpensslVerify(const std::string& in, const TempDir& tmp) {
+    CommandResult r = RunCommand({"openssl", "cms", "-verify", "-CAfile", token_->Path("ca.pem"), "-in", in, "-out",
+                                  tmp.File("verified")});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return ReadFile(tmp.File("verified"));
+  }
+  // `openssl cms -decrypt` with the recipient's key; returns the content.
+  std::string OpensslDecrypt(const std::string& in, const TempDir& tmp) {
+    CommandResult r = RunCommand(
+        {"openssl", "cms", "-decrypt", "-inkey", keys_->File("rcpt.key"), "-in", in, "-out", tmp.File("decrypted")});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return ReadFile(tmp.File("decrypted"));
+  }
+
+  static testing::TestToken* token_;
+  static TempDir* keys_;
+  static testing::AgentProcess* agent_;
+};
+testing::TestToken* SmimeStreamTest::token_ = nullptr;
+TempDir* SmimeStreamTest::keys_ = nullptr;
+testing::AgentProcess* SmimeStreamTest::agent_ = nullptr;
+
+// The requirement: signing or encrypting 50 MiB keeps the agent under
+// 256 MiB resident; it used to need 285 MiB to sign and ~400 MiB to encrypt.
+// Streaming makes it a few chunks, so the bound here is far below that.
+TEST_F(SmimeStreamTest, FiftyMebibytesSignAndEncryptInBoundedAgentMemory) {
+  auto agent = testing::AgentProcess::Start(
+      {"--module", testing::kSoftHsmModule, "--token", "stream", "--pin-file", token_->pin_file}, token_->conf);
+  ASSERT_THAT(agent.status(), IsOk());
+  TempDir tmp;
+  const std::string header = "From: alice@example.com\nTo: rcpt@example.com\nSubject: big\n\n";
+  std::string body;
+  body.reserve(50 * kMiB);
+  for (int i = 0; body.size() < 50 * kMiB; ++i) {
+    absl::StrAppend(&body, "line ", i, ": the quick brown fox jumps over the lazy dog, 0123456789 abcdefghij\n");
+  }
+  WriteFile(tmp.File("msg"), header + body);
+  const std::string want = Hex(testing::Sha256(ExpectedEntity(body)));
+  body.clear();
+  body.shrink_to_fit();
+  size_t before = PeakRss((*agent)->pid());
+
+  CommandResult s = Ctl(**agent, {"sign", "--key", "alice", "--in", tmp.File("msg"), "--out", tmp.File("signed")});
+  ASSERT_EQ(s.exit_code, 0) << s.err;
+  size_t after_sign = PeakRss((*agent)->pid());
+  CommandResult e = Ctl(**agent, {"encrypt", "--to", keys_->File("rcpt.pem"), "--to", Cert("alice"), "--cipher",
+                                  "aes256-gcm", "--in", tmp.File("msg"), "--out", tmp.File("encrypted")});
+  ASSERT_EQ(e.exit_code, 0) << e.err;
+  size_t after_encrypt = PeakRss((*agent)->pid());
+  std::cerr << "agent VmHWM: start " << before / kMiB << " MiB, after signing 50 MiB " << after_sign / kMiB
+            << " MiB, after encrypting " << after_encrypt / kMiB << " MiB\n";
+  EXPECT_LT(after_sign, 256 * kMiB);
+  EXPECT_LT(after_encrypt, 256 * kMiB);
+  // O(chunk), not O(message): far less than the message itself.
+  EXPECT_LT(after_encrypt - before, 32 * kMiB);
+
+  std::string signed_msg = ReadFile(tmp.File("signed"));
+  EXPECT_THAT(signed_msg, StartsWith("From: alice@example.com\r\nTo: rcpt@example.com\r\nSubject: big\r\n"
+                                     "MIME-Version: 1.0\r\nContent-Type: multipart/signed;"));
+  EXPECT_EQ(BareLineEnds(signed_msg), 0u);
+  EXPECT_EQ(BareLineEnds(ReadFile(tmp.File("encrypted"))), 0u);
+  signed_msg.clear();
+  signed_msg.shrink_to_fit();
+  EXPECT_EQ(Hex(testing::Sha256(OpensslVerify(tmp.File("signed"), tmp))), want);
+  EXPECT_EQ(Hex(testing::Sha256(OpensslDecrypt(tmp.File("encrypted"), tmp))), want);
+  // The agent reads back what it wrote: ~72 MB of base64 for 50 MiB.
+  CommandResult d = Ctl(**agent, {"decrypt", "--in", tmp.File("encrypted"), "--out", tmp.File("agent-decrypted")});
+  ASSERT_EQ(d.exit_code, 0) << d.err;
+  EXPECT_EQ(Hex(testing::Sha256(ReadFile(tmp.File("agent-decrypted")))), want);
+  std::cerr << "agent VmHWM after decrypting it: " << PeakRss((*agent)->pid()) / kMiB << " MiB\n";
+}
+
+// A CR ending one 64 KiB request chunk and the LF starting the next are one
+// line end, in signed and in encrypted messages.
+TEST_F(SmimeStreamTest, CrAtChunkBoundaryIsOneLineEnd) {
+  const std::string header = "Subject: boundary\r\n\r\n";
+  std::string body = std::string(kStreamChunkBytes - header.size() - 1, 'a') + "\r\nnext line\rlone CR\nlone LF\n";
+  ASSERT_EQ(header.size() + body.find('\r'), kStreamChunkBytes - 1);
+  const std::string message = header + body;
+  const std::string want = absl::StrCat("Content-Type: text/plain\r\n\r\n", std::string(body.find('\r'), 'a'),
+                                        "\r\nnext line\r\nlone CR\r\nlone LF\r\n");
+  auto c = Client();
+  TempDir tmp;
+  for (bool opaque : {false, true}) {
+    v1::SignOptions o;
+    *o.mutable_key() = client::TextSelector("bob");
+    o.set_opaque(opaque);
+    auto signed_msg = c->SignMessage(o, message);
+    ASSERT_THAT(signed_msg.status(), IsOk());
+    EXPECT_EQ(BareLineEnds(*signed_msg), 0u);
+    WriteFile(tmp.File("signed"), *signed_msg);
+    EXPECT_EQ(OpensslVerify(tmp.File("signed"), tmp), want) << (opaque ? "opaque" : "detached");
+  }
+  v1::EncryptOptions e;
+  e.add_recipients(ReadFile(Cert("alice")));
+  auto encrypted = c->EncryptMessage(e, message);
+  ASSERT_THAT(encrypted.status(), IsOk());
+  EXPECT_EQ(BareLineEnds(*encrypted), 0u);
+  auto decrypted = c->DecryptMessage(*encrypted);
+  ASSERT_THAT(decrypted.status(), IsOk());
+  EXPECT_EQ(decrypted->content, want);
+}
+
+// Signing runs ahead of encryption through a bounded pipe; the result is a
+// normal signed-then-enveloped message.
+TEST_F(SmimeStreamTest, SignThenEncryptOpensWithOpenssl) {
+  TempDir tmp;
+  std::string body;
+  for (int i = 0; i < 20000; ++i) absl::StrAppend(&body, "signed and sealed line ", i, "\n");
+  WriteFile(tmp.File("msg"), "From: alice@example.com\nSubject: both\n\n" + body);
+  CommandResult r = Ctl({"encrypt", "--to", keys_->File("rcpt.pem"), "--sign-with", "alice", "--in", tmp.File("msg"),
+                         "--out", tmp.File("out")});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(ReadFile(tmp.File("out")), StartsWith("From: alice@example.com\r\nSubject: both\r\nMIME-Version: 1.0\r\n"));
+  EXPECT_EQ(BareLineEnds(ReadFile(tmp.File("out"))), 0u);
+  WriteFile(tmp.File("inner"), OpensslDecrypt(tmp.File("out"), tmp));
+  EXPECT_EQ(OpensslVerify(tmp.File("inner"), tmp), ExpectedEntity(body));
+  // And the agent opens it with the sender's key, verifying inside.
+  CommandResult d = Ctl({"decrypt", "--verify", "--ca", token_->Path("ca.pem"), "--in", tmp.File("out"), "--out",
+                         tmp.File("agent-out")});
+  ASSERT_EQ(d.exit_code, 0) << d.err;
+  EXPECT_EQ(ReadFile(tmp.File("agent-out")), ExpectedEntity(body));
+  EXPECT_THAT(d.err, HasSubstr("good signature"));
+}
+
+// One RecipientInfo per certificate: --sign-with adds the sender as a
+// recipient only when --to does not name it already.
+TEST_F(SmimeStreamTest, SenderIsARecipientOnce) {
+  TempDir tmp;
+  WriteFile(tmp.File("msg"), "Subject: to myself\n\nhello\n");
+  auto recipients = [&](std::vector<std::string> to) {
+    std::vector<std::string> args = {"encrypt", "--sign-with", "alice", "--in", tmp.File("msg"), "--out",
+                                     tmp.File("out")};
+    for (const auto& t : to) {
+      args.push_back("--to");
+      args.push_back(t);
+    }
+    CommandResult r = Ctl(args);
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    CommandResult p = RunCommand({"openssl", "cms", "-cmsout", "-print", "-in", tmp.File("out")});
+    EXPECT_EQ(p.exit_code, 0) << p.err;
+    size_t n = 0;
+    for (size_t at = p.out.find("d.ktri:"); at != std::string::npos; at = p.out.find("d.ktri:", at + 1)) ++n;
+    return n;
+  };
+  EXPECT_EQ(recipients({Cert("alice")}), 1u);
+  EXPECT_EQ(recipients({keys_->File("rcpt.pem"), Cert("alice")}), 2u);
+  EXPECT_EQ(recipients({keys_->File("rcpt.pem")}), 2u);  // the sender added
+}
+
+// The suite's agent allows 128 KiB per gRPC message and 4 MiB of content:
+// 64 KiB chunks fit, a 4 MiB message encrypts and its ~5.5 MB of base64
+// still decrypts, and 5 MiB is refused naming the limit.
+TEST_F(SmimeStreamTest, LimitsAreOnContentWithRoomForEncoding) {
+  auto c = Client();
+  std::string body;
+  while (body.size() < 4 * kMiB - 1024) absl::StrAppend(&body, "some content for the limit test ", body.size(), "\n");
+  std::string message = "Subject: limit\n\n" + body;
+  v1::EncryptOptions e;
+  e.add_recipients(ReadFile(Cert("alice")));
+  auto encrypted = c->EncryptMessage(e, message);
+  ASSERT_THAT(encrypted.status(), IsOk());
+  EXPECT_GT(encrypted->size(), 4 * kMiB);
+  auto decrypted = c->DecryptMessage(*encrypted);
+  ASSERT_THAT(decrypted.status(), IsOk());
+  EXPECT_EQ(decrypted->content, ExpectedEntity(body));
+
+  std::string big = "Subject: too big\n\n" + std::string(5 * kMiB, 'x');
+  v1::SignOptions s;
+  *s.mutable_key() = client::TextSelector("alice");
+  EXPECT_THAT(c->SignMessage(s, big).status(),
+              StatusIs(absl::StatusCode::kResourceExhausted, HasSubstr("larger than the agent's limit of 4 MiB")));
+  EXPECT_THAT(c->EncryptMessage(e, big).status(),
+              StatusIs(absl::StatusCode::kResourceExhausted, HasSubstr("--max-message-bytes")));
+  EXPECT_THAT(c->DecryptMessage(std::string(8 * kMiB, 'A')).status(),
+              StatusIs(absl::StatusCode::kResourceExhausted, HasSubstr("signed or encrypted input is larger")));
+  // One gRPC message over --max-request-bytes is explained too.
+  v1::EncryptOptions huge_options = e;
+  huge_options.add_recipients(std::string(200 * 1024, 'x'));
+  EXPECT_THAT(c->EncryptMessage(huge_options, "Subject: x\n\nx").status(),
+              StatusIs(absl::StatusCode::kResourceExhausted, HasSubstr("--max-request-bytes")));
+}
+
+TEST_F(SmimeStreamTest, SmimectlRefusesFilesOverTheLimitsItShares) {
+  TempDir tmp;
+  std::string path = tmp.File("huge");
+  WriteFile(path, "");
+  ASSERT_EQ(::truncate(path.c_str(), static_cast<off_t>(kDefaultMaxMessageBytes + 1)), 0);
+  CommandResult r = Ctl({"sign", "--key", "alice", "--in", path, "--out", tmp.File("out")});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.err, HasSubstr("is larger than 64 MiB, the largest message the agent signs or encrypts"));
+  EXPECT_NE(::access(tmp.File("out").c_str(), F_OK), 0);
+}
+
+TEST_F(SmimeStreamTest, FailureMidStreamWritesNothing) {
+  TempDir tmp;
+  WriteFile(tmp.File("msg"), "Subject: x\n\n" + std::string(3 * kMiB, 'y'));
+  CommandResult r = Ctl({"sign", "--key", "nobody", "--in", tmp.File("msg"), "--out", tmp.File("out")});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_THAT(r.err, HasSubstr("no key matches"));
+  EXPECT_NE(::access(tmp.File("out").c_str(), F_OK), 0);
+  // A message without a header/body separator fails after the agent read it.
+  WriteFile(tmp.File("nohdr"), std::string(200 * 1024, 'z'));
+  r = Ctl({"encrypt", "--to", Cert("alice"), "--in", tmp.File("nohdr"), "--out", tmp.File("out")});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.err, HasSubstr("no blank line between header and body"));
+}
+
+}  // namespace
+}  // namespace smime
