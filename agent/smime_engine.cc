@@ -215,6 +215,22 @@ absl::Status WriteSmimeStreaming(CMS_ContentInfo* cms, ByteSource& content, Byte
   return absl::OkStatus();
 }
 
+// Finishes `cms` over all of `content` at once, then writes it as S/MIME
+// to `out`; for what OpenSSL cannot stream.
+absl::Status WriteSmimeWhole(CMS_ContentInfo* cms, absl::string_view content, ByteSink& out, unsigned int flags,
+                             absl::string_view what) {
+  SslPtr<BIO> in = MemBio(content);
+  if (!in || CMS_final(cms, in.get(), nullptr, flags) != 1) return KeyOpError(absl::StatusCode::kInternal, what);
+  absl::Status token = TakeLastTokenError();
+  if (!token.ok()) return token;
+  CrlfSink crlf(&out);
+  SslPtr<BIO> out_bio = NewSinkBio(&crlf);
+  if (!out_bio || SMIME_write_CMS(out_bio.get(), cms, nullptr, static_cast<int>(flags | CMS_CRLFEOL)) != 1) {
+    return SslError(absl::StatusCode::kInternal, "cannot write S/MIME");
+  }
+  return absl::OkStatus();
+}
+
 // The issuing chain of `cert` among `pool` (nearest first), without `cert`.
 std::vector<X509*> ChainFor(X509* cert, const std::vector<CertPtr>& pool) {
   std::vector<X509*> chain;
@@ -345,6 +361,14 @@ absl::Status SmimeEngine::Sign(std::shared_ptr<const tokens::Key> key, ByteSourc
     }
   }
   if (!out.Write(entity.outer_headers())) return absl::CancelledError("the caller went away");
+  if (options.opaque && options.pss) {
+    // OpenSSL 3.0 cannot stream an opaque RSA-PSS SignedData: its encoder
+    // fails with "illegal zero content" (`openssl cms -sign -stream
+    // -nodetach -keyopt rsa_padding_mode:pss` too). This one combination
+    // reads the message whole, within the message size limit.
+    ASSIGN_OR_RETURN(const std::string content, ReadAll(entity));
+    return WriteSmimeWhole(cms.get(), content, out, flags & ~CMS_STREAM, "signing failed");
+  }
   return WriteSmimeStreaming(cms.get(), entity, out, flags, "signing failed");
 }
 

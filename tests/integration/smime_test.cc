@@ -1013,7 +1013,7 @@ const ErrorCase kErrorCases[] = {
        WriteFile(tmp.File("huge.eml"), absl::StrCat("Subject: huge\r\n\r\n", std::string((64 << 20) + 1, 'x')));
        return {"sign", "--key", "alice", "--in", tmp.File("huge.eml"), "--out", out};
      },
-     2, "huge.eml is larger than 67108864 bytes"},
+     2, "huge.eml is larger than 64 MiB, the largest message the agent signs or encrypts"},
 };
 
 INSTANTIATE_TEST_SUITE_P(Inputs, SmimeErrorTest, ::testing::ValuesIn(kErrorCases),
@@ -1058,12 +1058,12 @@ INSTANTIATE_TEST_SUITE_P(Where, GcmTamperTest,
                          ::testing::Values(GcmTamperCase{"Ciphertext", false}, GcmTamperCase{"Tag", true}),
                          [](const auto& p) { return p.param.name; });
 
-// --max-request-bytes below one 1 MiB chunk: the stream is refused, the
+// A message over --max-message-bytes: the stream is refused, the
 // agent serves on.
 TEST_F(SmimeTest, MessageOverAgentRequestLimitIsRefused) {
   TempDir tmp;
   auto small = testing::AgentProcess::Start({"--module", testing::kSoftHsmModule, "--token", kTokenLabel, "--pin-file",
-                                             g_env->token_->pin_file, "--max-request-bytes", "1048576"},
+                                             g_env->token_->pin_file, "--max-message-bytes", "1048576"},
                                             g_env->token_->conf);
   ASSERT_THAT(small.status(), IsOk());
   WriteFile(tmp.File("big.eml"), absl::StrCat("Subject: big\r\n\r\n", std::string(1536 << 10, 'x')));
