@@ -1322,41 +1322,41 @@ TEST_F(SmimeAgentBugTest, SmimectlVerifiesGpgsmDetachedSignatureOverLfText) {
   EXPECT_EQ(ReadFile(tmp.File("out2")), content);
 }
 
-// BUG (agent): --max-request-bytes only caps each gRPC message (one 1 MiB
-// chunk); the S/MIME streams' total is the hard-coded 64 MiB of
-// ServiceOptions{} (agent/main.cc never passes the configured limit on). An
-// agent started with a 2 MiB limit signs a 3 MiB message. (Stopping that
-// agent then takes ~10 s: gRPC 1.51 after a large stream, grpc/grpc#41050.)
-TEST_F(SmimeAgentBugTest, MaxRequestBytesBoundsWholeMessages) {
+// --max-message-bytes bounds the whole S/MIME stream, not one gRPC message:
+// an agent started with a 2 MiB limit refuses to sign a 3 MiB message.
+TEST_F(SmimeTest, MaxMessageBytesBoundsWholeMessages) {
   TempDir tmp;
   auto agent = testing::AgentProcess::Start({"--module", testing::kSoftHsmModule, "--token", kTokenLabel,
-                                             "--pin-file", g_env->token_->pin_file, "--max-request-bytes", "2097152"},
+                                             "--pin-file", g_env->token_->pin_file, "--max-message-bytes", "2097152"},
                                             g_env->token_->conf);
   ASSERT_THAT(agent.status(), IsOk());
   WriteFile(tmp.File("big.eml"), absl::StrCat("Subject: big\r\n\r\n", std::string(3 << 20, 'x')));
   CommandResult r = Ctl({"sign", "--key", "alice", "--in", tmp.File("big.eml"), "--out", tmp.File("out")},
                         (*agent)->socket());
-  ExpectCleanFailure(r, 1, "larger than the agent's limit of 2097152 bytes", tmp.File("out"));
+  ExpectCleanFailure(r, 1, "larger than the agent's limit of 2 MiB", tmp.File("out"));
   EXPECT_TRUE((*agent)->Running());
 }
 
-// BUG (agent): a Sign/Decrypt stream refused for its size is audited as
-// PERMISSION_DENIED for uid 4294967295 (the caller is looked up only after
-// the stream was read, and the refused stream has no peer any more), while
-// the caller got RESOURCE_EXHAUSTED. The audit log must say what happened,
-// and to whom.
-TEST_F(SmimeAgentBugTest, OversizedStreamIsAuditedAsResourceExhaustedForTheCaller) {
+// A stream refused for its size is audited as RESOURCE_EXHAUSTED, for the
+// caller who sent it: the caller is identified before the data is read.
+TEST_F(SmimeTest, OversizedStreamIsAuditedAsResourceExhaustedForTheCaller) {
   TempDir tmp;
   auto agent = testing::AgentProcess::Start(
       {"--module", testing::kSoftHsmModule, "--token", kTokenLabel, "--pin-file", g_env->token_->pin_file,
-       "--max-request-bytes", "1048576", "--audit-log", tmp.File("audit.log")},
+       "--max-message-bytes", "1048576", "--audit-log", tmp.File("audit.log")},
       g_env->token_->conf);
   ASSERT_THAT(agent.status(), IsOk());
-  WriteFile(tmp.File("big.eml"), absl::StrCat("Subject: big\r\n\r\n", std::string(1536 << 10, 'x')));
+  // Over the 1 MiB message limit, and over the 2.5 MiB allowed for encoded
+  // (signed or encrypted) input.
+  WriteFile(tmp.File("big.eml"), absl::StrCat("Subject: big\r\n\r\n", std::string(3 << 20, 'x')));
   CommandResult s = Ctl({"sign", "--key", "alice", "--in", tmp.File("big.eml"), "--out", tmp.File("out")},
                         (*agent)->socket());
   EXPECT_EQ(s.exit_code, 1) << s.err;
-  CommandResult d = Ctl({"decrypt", "--in", tmp.File("big.eml"), "--out", tmp.File("out")}, (*agent)->socket());
+  // A real enveloped message, so the agent reads on until the limit.
+  CommandResult enc = RunCommand({"openssl", "cms", "-encrypt", "-aes256", "-in", tmp.File("big.eml"), "-out",
+                                  tmp.File("big.p7m"), g_env->token_->Path("certs/alice.pem")});
+  ASSERT_EQ(enc.exit_code, 0) << enc.err;
+  CommandResult d = Ctl({"decrypt", "--in", tmp.File("big.p7m"), "--out", tmp.File("out")}, (*agent)->socket());
   EXPECT_EQ(d.exit_code, 1) << d.err;
   (*agent)->Stop();
   std::string audit = ReadFile(tmp.File("audit.log"));
@@ -1420,10 +1420,9 @@ INSTANTIATE_TEST_SUITE_P(Reasons, VerifyFailureReasonBugTest,
                                            VerifyReasonCase{"Expired", "certificate has expired"}),
                          [](const auto& p) { return p.param.name; });
 
-// BUG (agent, minor): with --sign-with, the sender's certificate is added as
-// a recipient even when it is already one of --to, so the message carries
-// two RecipientInfos (and two wrapped content keys) for the same key.
-TEST_F(SmimeTest, SenderWhoIsAlsoARecipientGetsOneRecipientInfoBug) {
+// With --sign-with, the sender's certificate is added as a recipient unless
+// it is already one of --to: one RecipientInfo per key, not two.
+TEST_F(SmimeTest, SenderWhoIsAlsoARecipientGetsOneRecipientInfo) {
   TempDir tmp;
   WriteFile(tmp.File("msg.eml"), Message());
   CommandResult e = Ctl({"encrypt", "--to", Cert("alice"), "--to", Cert("frank"), "--sign-with", "alice", "--in",
