@@ -442,6 +442,17 @@ absl::Status SmimeEngine::Encrypt(ByteSource& message, ByteSink& out, const std:
       return SslError(absl::StatusCode::kInvalidArgument,
                       absl::StrCat("cannot encrypt to \"", tokens::Summarize(r.get()).subject, "\""));
     }
+    if (CMS_RecipientInfo_type(ri) == CMS_RECIPINFO_AGREE) {
+      // OpenSSL's default KDF for ECDH is dhSinglePass-stdDH-sha1kdf; S/MIME
+      // 4.0 (RFC 8551 section 2.7.1.2, RFC 5753) wants SHA-256. The
+      // ephemeral key's context exists from CMS_add1_recipient_cert on, and
+      // OpenSSL's ECDH code reads the digest from it when it wraps the key
+      // (crypto/cms/cms_ec.c), as `openssl cms -keyopt ecdh_kdf_md:sha256`.
+      EVP_PKEY_CTX* pctx = CMS_RecipientInfo_get0_pkey_ctx(ri);
+      if (pctx == nullptr || EVP_PKEY_CTX_set_ecdh_kdf_md(pctx, EVP_sha256()) <= 0) {
+        return SslError(absl::StatusCode::kInternal, "cannot select the SHA-256 KDF for ECDH");
+      }
+    }
     if (oaep) {
       EVP_PKEY_CTX* pctx = CMS_RecipientInfo_get0_pkey_ctx(ri);
       if (pctx == nullptr || EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_OAEP_PADDING) <= 0 ||

@@ -79,6 +79,13 @@ class SmimeStreamTest : public ::testing::Test {
          "subjectAltName=email:rcpt@example.com", "-addext", "keyUsage=critical,digitalSignature,keyEncipherment",
          "-addext", "extendedKeyUsage=emailProtection"});
     ASSERT_EQ(r.exit_code, 0) << r.err;
+    // And one with a P-256 key, for ECDH key agreement.
+    r = RunCommand({"openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-keyout", keys_->File("ec.key"), "-out", keys_->File("ec.pem"), "-days", "30", "-subj",
+                    "/CN=EC Recipient/emailAddress=ec@example.com", "-addext", "subjectAltName=email:ec@example.com",
+                    "-addext", "keyUsage=critical,digitalSignature,keyAgreement", "-addext",
+                    "extendedKeyUsage=emailProtection"});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
     // Small limits, so the limit tests stay fast and chunks must fit a
     // small per-message limit.
     auto agent = testing::AgentProcess::Start(
@@ -119,9 +126,9 @@ class SmimeStreamTest : public ::testing::Test {
     return ReadFile(tmp.File("verified"));
   }
   // `openssl cms -decrypt` with the recipient's key; returns the content.
-  std::string OpensslDecrypt(const std::string& in, const TempDir& tmp) {
+  std::string OpensslDecrypt(const std::string& in, const TempDir& tmp, const std::string& key = "rcpt.key") {
     CommandResult r = RunCommand(
-        {"openssl", "cms", "-decrypt", "-inkey", keys_->File("rcpt.key"), "-in", in, "-out", tmp.File("decrypted")});
+        {"openssl", "cms", "-decrypt", "-inkey", keys_->File(key), "-in", in, "-out", tmp.File("decrypted")});
     EXPECT_EQ(r.exit_code, 0) << r.err;
     return ReadFile(tmp.File("decrypted"));
   }
@@ -260,6 +267,26 @@ TEST_F(SmimeStreamTest, SenderIsARecipientOnce) {
   EXPECT_EQ(recipients({Cert("alice")}), 1u);
   EXPECT_EQ(recipients({keys_->File("rcpt.pem"), Cert("alice")}), 2u);
   EXPECT_EQ(recipients({keys_->File("rcpt.pem")}), 2u);  // the sender added
+}
+
+// ECDH key agreement uses the SHA-256 KDF that S/MIME 4.0 asks for (not
+// OpenSSL's SHA-1 default); openssl opens it, and so does the agent with an
+// EC key on the token.
+TEST_F(SmimeStreamTest, EcdhUsesSha256Kdf) {
+  TempDir tmp;
+  WriteFile(tmp.File("msg"), "Subject: ecdh\n\nagreed\n");
+  for (const char* cipher : {"aes256-cbc", "aes128-cbc", "aes256-gcm"}) {
+    CommandResult r = Ctl({"encrypt", "--to", keys_->File("ec.pem"), "--to", Cert("bob"), "--cipher", cipher, "--in",
+                           tmp.File("msg"), "--out", tmp.File("out")});
+    ASSERT_EQ(r.exit_code, 0) << cipher << r.err;
+    CommandResult p = RunCommand({"openssl", "cms", "-cmsout", "-print", "-in", tmp.File("out")});
+    EXPECT_THAT(p.out, HasSubstr("dhSinglePass-stdDH-sha256kdf-scheme")) << cipher;
+    EXPECT_THAT(p.out, ::testing::Not(HasSubstr("sha1kdf"))) << cipher;
+    EXPECT_EQ(OpensslDecrypt(tmp.File("out"), tmp, "ec.key"), ExpectedEntity("agreed\n")) << cipher;
+    CommandResult d = Ctl({"decrypt", "--key", "bob", "--in", tmp.File("out"), "--out", tmp.File("agent-out")});
+    ASSERT_EQ(d.exit_code, 0) << cipher << d.err;
+    EXPECT_EQ(ReadFile(tmp.File("agent-out")), ExpectedEntity("agreed\n")) << cipher;
+  }
 }
 
 // The suite's agent allows 128 KiB per gRPC message and 4 MiB of content:
