@@ -258,6 +258,92 @@ std::string DescribeRecipientId(ASN1_OCTET_STRING* keyid, X509_NAME* issuer, ASN
   return out;
 }
 
+// The first certificate check that failed inside CMS_verify, caught by a
+// verify callback: OpenSSL's error queue only keeps the reason's text, not
+// which certificate it was about.
+struct ChainFailure {
+  int error = X509_V_OK;
+  int depth = 0;
+  std::string subject;
+};
+thread_local ChainFailure* chain_failure = nullptr;
+
+int RecordChainFailure(int ok, X509_STORE_CTX* ctx) {
+  if (ok == 0 && chain_failure != nullptr && chain_failure->error == X509_V_OK) {
+    chain_failure->error = X509_STORE_CTX_get_error(ctx);
+    chain_failure->depth = X509_STORE_CTX_get_error_depth(ctx);
+    if (X509* cert = X509_STORE_CTX_get_current_cert(ctx)) chain_failure->subject = tokens::Summarize(cert).subject;
+  }
+  return ok;
+}
+
+// What to do about a chain error, where the user can do something.
+absl::string_view ChainHint(int error) {
+  switch (error) {
+    case X509_V_ERR_CERT_HAS_EXPIRED:
+    case X509_V_ERR_CERT_NOT_YET_VALID:
+      return "; to check it as of when the message was signed, verify at the signing time (smimectl verify "
+             "--at-signing-time)";
+    case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
+    case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
+      return "; give the CA that issued it as a trusted CA (smimectl verify --ca), and any intermediate CA "
+             "certificates (--untrusted)";
+    case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
+    case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
+      return "; it is self-signed and not among the trusted CAs (smimectl verify --ca)";
+    case X509_V_ERR_INVALID_PURPOSE:
+      return "; the certificate is not for S/MIME signing (VerifyOptions.any_purpose accepts it anyway)";
+    default:
+      return "";
+  }
+}
+
+// Why CMS_verify failed, as a user can act on it: the certificate check's
+// reason, or which part of the signature does not match. Empties the queue.
+absl::Status VerifyFailure(const ChainFailure& chain) {
+  if (chain.error != X509_V_OK) {
+    ClearSslErrors();
+    std::string whose = chain.depth == 0 ? "the signer's certificate"
+                                         : absl::StrCat("CA certificate (depth ", chain.depth, ")");
+    if (!chain.subject.empty()) absl::StrAppend(&whose, " \"", chain.subject, "\"");
+    return absl::InvalidArgumentError(absl::StrCat("the signer's certificate chain does not verify: ",
+                                                   X509_verify_cert_error_string(chain.error), ", at ", whose,
+                                                   ChainHint(chain.error)));
+  }
+  bool content = false, signature = false, no_signer_cert = false;
+  std::string detail;
+  const char* data = nullptr;
+  int data_flags = 0;
+  while (unsigned long err = ERR_get_error_all(nullptr, nullptr, nullptr, &data, &data_flags)) {
+    if (ERR_GET_LIB(err) == ERR_LIB_CMS) {
+      int reason = ERR_GET_REASON(err);
+      content = content || reason == CMS_R_CONTENT_VERIFY_ERROR;
+      signature = signature || reason == CMS_R_VERIFICATION_FAILURE;
+      no_signer_cert = no_signer_cert || reason == CMS_R_SIGNER_CERTIFICATE_NOT_FOUND;
+    }
+    char buf[256];
+    ERR_error_string_n(err, buf, sizeof(buf));
+    absl::StrAppend(&detail, detail.empty() ? "" : "; ", buf,
+                    (data_flags & ERR_TXT_STRING) != 0 && data != nullptr && *data != '\0' ? absl::StrCat(" (", data, ")")
+                                                                                             : "");
+  }
+  if (content) {
+    return absl::InvalidArgumentError(
+        "the content does not match the signature: it was changed after signing");
+  }
+  if (signature) {
+    return absl::InvalidArgumentError(
+        "the signature does not match: the signed attributes were changed, or the signature was not made with "
+        "the signer certificate's key");
+  }
+  if (no_signer_cert) {
+    return absl::InvalidArgumentError(
+        "the signer's certificate is neither in the message nor among the given certificates (smimectl verify "
+        "--untrusted FILE)");
+  }
+  return absl::InvalidArgumentError(absl::StrCat("signature verification failed: ", detail));
+}
+
 bool IsSignedEntity(absl::string_view entity) {
   std::string type = absl::AsciiStrToLower(HeaderValue(entity, "Content-Type"));
   if (absl::StartsWith(type, "multipart/signed")) return true;
@@ -377,6 +463,7 @@ absl::StatusOr<VerifyResult> SmimeEngine::Verify(ByteSource& input, ByteSource* 
   }
   SslPtr<X509_STORE> store(X509_STORE_new());
   for (const CertPtr& c : options.trust_anchors) X509_STORE_add_cert(store.get(), c.get());
+  X509_STORE_set_verify_cb(store.get(), RecordChainFailure);
   STACK_OF(CMS_SignerInfo)* infos = CMS_get0_SignerInfos(parsed.cms.get());
   std::optional<absl::Time> at = options.at;
   if (options.at_signing_time) {
@@ -394,9 +481,11 @@ absl::StatusOr<VerifyResult> SmimeEngine::Verify(ByteSource& input, ByteSource* 
   // Flags as `openssl cms -verify` uses them, so content comes out byte for
   // byte as there.
   unsigned int flags = (options.signature_only ? CMS_NO_SIGNER_CERT_VERIFY : 0) | (options.binary ? CMS_BINARY : 0);
-  if (CMS_verify(parsed.cms.get(), extra.get(), store.get(), content.get(), out.get(), flags) != 1) {
-    return SslError(absl::StatusCode::kInvalidArgument, "signature verification failed");
-  }
+  ChainFailure chain;
+  chain_failure = &chain;
+  int verified_ok = CMS_verify(parsed.cms.get(), extra.get(), store.get(), content.get(), out.get(), flags);
+  chain_failure = nullptr;
+  if (verified_ok != 1) return VerifyFailure(chain);
   VerifyResult result;
   result.content = std::move(verified.str());
   STACK_OF(X509)* signers = CMS_get0_signers(parsed.cms.get());

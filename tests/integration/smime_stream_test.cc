@@ -289,6 +289,43 @@ TEST_F(SmimeStreamTest, EcdhUsesSha256Kdf) {
   }
 }
 
+// A failed verification says why, in terms a user can act on.
+TEST_F(SmimeStreamTest, VerifyFailuresSayWhy) {
+  TempDir tmp;
+  WriteFile(tmp.File("msg"), "Subject: check me\n\nhello world\n");
+  CommandResult s = Ctl({"sign", "--key", "alice", "--in", tmp.File("msg"), "--out", tmp.File("signed")});
+  ASSERT_EQ(s.exit_code, 0) << s.err;
+  auto verify = [&](std::vector<std::string> extra) {
+    std::vector<std::string> args = {"verify", "--in", tmp.File("signed"), "--out", tmp.File("out")};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return Ctl(args);
+  };
+  CommandResult ok = verify({"--ca", token_->Path("ca.pem")});
+  ASSERT_EQ(ok.exit_code, 0) << ok.err;
+
+  CommandResult other_ca = verify({"--ca", keys_->File("rcpt.pem")});
+  EXPECT_NE(other_ca.exit_code, 0);
+  EXPECT_THAT(other_ca.err, HasSubstr("unable to get local issuer certificate"));
+  EXPECT_THAT(other_ca.err, HasSubstr("CN=Alice"));
+  EXPECT_THAT(other_ca.err, HasSubstr("--ca"));
+
+  CommandResult expired = verify({"--ca", token_->Path("ca.pem"), "--at", "4102444800"});  // 2100
+  EXPECT_NE(expired.exit_code, 0);
+  EXPECT_THAT(expired.err, HasSubstr("certificate has expired"));
+  EXPECT_THAT(expired.err, HasSubstr("--at-signing-time"));
+
+  std::string tampered = ReadFile(tmp.File("signed"));
+  size_t at = tampered.find("hello world");
+  ASSERT_NE(at, std::string::npos);
+  tampered[at] = 'j';
+  WriteFile(tmp.File("signed"), tampered);
+  ::unlink(tmp.File("out").c_str());
+  CommandResult changed = verify({"--ca", token_->Path("ca.pem")});
+  EXPECT_NE(changed.exit_code, 0);
+  EXPECT_THAT(changed.err, HasSubstr("the content does not match the signature"));
+  EXPECT_NE(::access(tmp.File("out").c_str(), F_OK), 0) << "no output for a failed check";
+}
+
 // The suite's agent allows 128 KiB per gRPC message and 4 MiB of content:
 // 64 KiB chunks fit, a 4 MiB message encrypts and its ~5.5 MB of base64
 // still decrypts, and 5 MiB is refused naming the limit.
