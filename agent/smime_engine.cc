@@ -298,11 +298,40 @@ absl::string_view ChainHint(int error) {
   }
 }
 
+// What CMS_verify left in the error queue, taken from it.
+struct VerifyErrors {
+  // The content's digest does not match (OpenSSL then also reports a
+  // verification failure, for the messageDigest attribute).
+  bool content = false;
+  bool signature = false;       // the signature over the signed attributes does not match
+  bool no_signer_cert = false;
+  std::string detail;           // OpenSSL's errors, with their data
+};
+
+VerifyErrors TakeVerifyErrors() {
+  VerifyErrors out;
+  const char* data = nullptr;
+  int data_flags = 0;
+  while (unsigned long err = ERR_get_error_all(nullptr, nullptr, nullptr, &data, &data_flags)) {
+    if (ERR_GET_LIB(err) == ERR_LIB_CMS) {
+      int reason = ERR_GET_REASON(err);
+      out.content = out.content || reason == CMS_R_CONTENT_VERIFY_ERROR;
+      out.signature = out.signature || reason == CMS_R_VERIFICATION_FAILURE;
+      out.no_signer_cert = out.no_signer_cert || reason == CMS_R_SIGNER_CERTIFICATE_NOT_FOUND;
+    }
+    char buf[256];
+    ERR_error_string_n(err, buf, sizeof(buf));
+    bool has_data = (data_flags & ERR_TXT_STRING) != 0 && data != nullptr && *data != '\0';
+    absl::StrAppend(&out.detail, out.detail.empty() ? "" : "; ", buf, has_data ? absl::StrCat(" (", data, ")") : "");
+  }
+  return out;
+}
+
 // Why CMS_verify failed, as a user can act on it: the certificate check's
-// reason, or which part of the signature does not match. Empties the queue.
-absl::Status VerifyFailure(const ChainFailure& chain) {
+// reason, or which part of the signature does not match. `how` says how
+// detached content was digested, for a content mismatch.
+absl::Status VerifyFailure(const ChainFailure& chain, const VerifyErrors& errors, absl::string_view how) {
   if (chain.error != X509_V_OK) {
-    ClearSslErrors();
     std::string whose = chain.depth == 0 ? "the signer's certificate"
                                          : absl::StrCat("CA certificate (depth ", chain.depth, ")");
     if (!chain.subject.empty()) absl::StrAppend(&whose, " \"", chain.subject, "\"");
@@ -310,38 +339,21 @@ absl::Status VerifyFailure(const ChainFailure& chain) {
                                                    X509_verify_cert_error_string(chain.error), ", at ", whose,
                                                    ChainHint(chain.error)));
   }
-  bool content = false, signature = false, no_signer_cert = false;
-  std::string detail;
-  const char* data = nullptr;
-  int data_flags = 0;
-  while (unsigned long err = ERR_get_error_all(nullptr, nullptr, nullptr, &data, &data_flags)) {
-    if (ERR_GET_LIB(err) == ERR_LIB_CMS) {
-      int reason = ERR_GET_REASON(err);
-      content = content || reason == CMS_R_CONTENT_VERIFY_ERROR;
-      signature = signature || reason == CMS_R_VERIFICATION_FAILURE;
-      no_signer_cert = no_signer_cert || reason == CMS_R_SIGNER_CERTIFICATE_NOT_FOUND;
-    }
-    char buf[256];
-    ERR_error_string_n(err, buf, sizeof(buf));
-    absl::StrAppend(&detail, detail.empty() ? "" : "; ", buf,
-                    (data_flags & ERR_TXT_STRING) != 0 && data != nullptr && *data != '\0' ? absl::StrCat(" (", data, ")")
-                                                                                             : "");
-  }
-  if (content) {
+  if (errors.content) {
     return absl::InvalidArgumentError(
-        "the content does not match the signature: it was changed after signing");
+        absl::StrCat("the content does not match the signature", how, ": it was changed after signing"));
   }
-  if (signature) {
+  if (errors.signature) {
     return absl::InvalidArgumentError(
         "the signature does not match: the signed attributes were changed, or the signature was not made with "
         "the signer certificate's key");
   }
-  if (no_signer_cert) {
+  if (errors.no_signer_cert) {
     return absl::InvalidArgumentError(
         "the signer's certificate is neither in the message nor among the given certificates (smimectl verify "
         "--untrusted FILE)");
   }
-  return absl::InvalidArgumentError(absl::StrCat("signature verification failed: ", detail));
+  return absl::InvalidArgumentError(absl::StrCat("signature verification failed: ", errors.detail));
 }
 
 bool IsSignedEntity(absl::string_view entity) {
@@ -475,17 +487,42 @@ absl::StatusOr<VerifyResult> SmimeEngine::Verify(ByteSource& input, ByteSource* 
   SslPtr<STACK_OF(X509)> extra(sk_X509_new_null());
   for (const CertPtr& c : options.extra_certs) sk_X509_push(extra.get(), c.get());
   StringSink verified;
-  verified.str().reserve(content_size + content_size / 32);
-  SslPtr<BIO> out = NewSinkBio(&verified);
+  ChainFailure chain;
+  auto run = [&](BIO* content_bio, unsigned int flags) {
+    verified.str().clear();
+    verified.str().reserve(content_size + content_size / 32);
+    SslPtr<BIO> out = NewSinkBio(&verified);
+    chain = ChainFailure();
+    chain_failure = &chain;
+    int ok = CMS_verify(parsed.cms.get(), extra.get(), store.get(), content_bio, out.get(), flags);
+    chain_failure = nullptr;
+    return ok == 1;
+  };
   ClearSslErrors();
   // Flags as `openssl cms -verify` uses them, so content comes out byte for
   // byte as there.
   unsigned int flags = (options.signature_only ? CMS_NO_SIGNER_CERT_VERIFY : 0) | (options.binary ? CMS_BINARY : 0);
-  ChainFailure chain;
-  chain_failure = &chain;
-  int verified_ok = CMS_verify(parsed.cms.get(), extra.get(), store.get(), content.get(), out.get(), flags);
-  chain_failure = nullptr;
-  if (verified_ok != 1) return VerifyFailure(chain);
+  if (!run(content.get(), flags)) {
+    VerifyErrors errors = TakeVerifyErrors();
+    // Text mode digests detached content with CRLF line ends, as S/MIME
+    // signs text; gpgsm and `openssl cms -sign -binary` sign a file's bytes
+    // as they are, LF and all. When the digest of separately given content
+    // does not match, check it byte for byte too: either way the signature
+    // covers exactly the bytes given. Only for a digest mismatch; a chain or
+    // signature failure stays one.
+    bool retry = errors.content && chain.error == X509_V_OK && !options.binary && !detached.empty();
+    absl::string_view how = options.binary && !detached.empty() ? " (checked byte for byte, as asked)" : "";
+    bool ok = false;
+    if (retry) {
+      content = MemBio(detached);
+      ok = run(content.get(), flags | CMS_BINARY);
+      if (!ok) {
+        errors = TakeVerifyErrors();
+        how = " (checked as text with CRLF line ends and byte for byte)";
+      }
+    }
+    if (!ok) return VerifyFailure(chain, errors, how);
+  }
   VerifyResult result;
   result.content = std::move(verified.str());
   STACK_OF(X509)* signers = CMS_get0_signers(parsed.cms.get());

@@ -3,6 +3,7 @@
 // the size limits. Every result is opened by the openssl command line (and
 // compared by content hash), not only by the agent itself.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <fstream>
@@ -324,6 +325,101 @@ TEST_F(SmimeStreamTest, VerifyFailuresSayWhy) {
   EXPECT_NE(changed.exit_code, 0);
   EXPECT_THAT(changed.err, HasSubstr("the content does not match the signature"));
   EXPECT_NE(::access(tmp.File("out").c_str(), F_OK), 0) << "no output for a failed check";
+}
+
+// Detached signatures over LF text made the way gpgsm and `openssl cms -sign
+// -binary` make them (over the file's bytes as they are) verify without
+// options: the agent checks the content byte for byte when the text-mode
+// (CRLF) digest does not match.
+TEST_F(SmimeStreamTest, DetachedSignatureOverLfBytesVerifies) {
+  TempDir tmp;
+  // Our own CA and signer, with the key in files for openssl and gpgsm.
+  ASSERT_EQ(RunCommand({"openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", tmp.File("ca.key"),
+                        "-out", tmp.File("ca.pem"), "-days", "30", "-subj", "/CN=LF Test CA", "-addext",
+                        "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"})
+                .exit_code,
+            0);
+  ASSERT_EQ(RunCommand({"openssl", "req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", tmp.File("s.key"), "-out",
+                        tmp.File("s.csr"), "-subj", "/CN=LF Signer/emailAddress=lf@example.com"})
+                .exit_code,
+            0);
+  WriteFile(tmp.File("ext"),
+            "subjectAltName=email:lf@example.com\nkeyUsage=critical,digitalSignature\n"
+            "extendedKeyUsage=emailProtection\nbasicConstraints=CA:FALSE\n");
+  ASSERT_EQ(RunCommand({"openssl", "x509", "-req", "-in", tmp.File("s.csr"), "-CA", tmp.File("ca.pem"), "-CAkey",
+                        tmp.File("ca.key"), "-CAcreateserial", "-days", "30", "-out", tmp.File("s.pem"), "-extfile",
+                        tmp.File("ext")})
+                .exit_code,
+            0);
+  const std::string text = "line one\nline two\n\nlast line\n";
+  WriteFile(tmp.File("msg.txt"), text);
+  std::vector<std::pair<std::string, std::string>> signatures;  // (who, .p7s)
+
+  CommandResult o = RunCommand({"openssl", "cms", "-sign", "-binary", "-in", tmp.File("msg.txt"), "-signer",
+                                tmp.File("s.pem"), "-inkey", tmp.File("s.key"), "-outform", "DER", "-out",
+                                tmp.File("openssl.p7s")});
+  ASSERT_EQ(o.exit_code, 0) << o.err;
+  signatures.push_back({"openssl -binary", tmp.File("openssl.p7s")});
+
+  if (RunCommand({"gpgsm", "--version"}).exit_code == 0) {
+    // A throwaway GNUPGHOME: import the key (gpgsm 2.2 reads 3DES PKCS#12
+    // only), trust the CA, sign. Passphrases come in on stdin.
+    std::string home = tmp.File("gnupg");
+    ASSERT_EQ(::mkdir(home.c_str(), 0700), 0);
+    WriteFile(home + "/gpg-agent.conf", "allow-loopback-pinentry\n");
+    WriteFile(home + "/gpgsm.conf", "disable-crl-checks\n");
+    ASSERT_EQ(RunCommand({"openssl", "pkcs12", "-export", "-certpbe", "PBE-SHA1-3DES", "-keypbe", "PBE-SHA1-3DES",
+                          "-macalg", "sha1", "-inkey", tmp.File("s.key"), "-in", tmp.File("s.pem"), "-certfile",
+                          tmp.File("ca.pem"), "-passout", "pass:x", "-out", tmp.File("s.p12")})
+                  .exit_code,
+              0);
+    CommandResult fpr = RunCommand({"openssl", "x509", "-in", tmp.File("ca.pem"), "-noout", "-fingerprint", "-sha1"});
+    WriteFile(home + "/trustlist.txt", fpr.out.substr(fpr.out.find('=') + 1, 59) + " S\n");
+    testing::RunOptions gpg = testing::WithEnv({{"GNUPGHOME", home}});
+    gpg.stdin_data = "x\n";
+    CommandResult imp = RunCommand({"gpgsm", "--batch", "--pinentry-mode", "loopback", "--passphrase-fd", "0",
+                                    "--import", tmp.File("s.p12")},
+                                   gpg);
+    CommandResult sig = RunCommand({"gpgsm", "--batch", "--pinentry-mode", "loopback", "--passphrase-fd", "0",
+                                    "--detach-sign", "-u", "lf@example.com", "-o", tmp.File("gpgsm.p7s"),
+                                    tmp.File("msg.txt")},
+                                   gpg);
+    RunCommand({"gpgconf", "--kill", "all"}, testing::WithEnv({{"GNUPGHOME", home}}));
+    ASSERT_EQ(sig.exit_code, 0) << imp.err << sig.err;
+    // What the fix is about: OpenSSL's default (text) check refuses it.
+    EXPECT_NE(RunCommand({"openssl", "cms", "-verify", "-inform", "DER", "-in", tmp.File("gpgsm.p7s"), "-content",
+                          tmp.File("msg.txt"), "-CAfile", tmp.File("ca.pem"), "-out", "/dev/null"})
+                  .exit_code,
+              0);
+    signatures.push_back({"gpgsm", tmp.File("gpgsm.p7s")});
+  } else {
+    std::cerr << "gpgsm not installed: checking openssl's binary signature only\n";
+  }
+
+  for (const auto& [who, p7s] : signatures) {
+    for (bool binary : {false, true}) {
+      std::vector<std::string> args = {"verify", "--ca", tmp.File("ca.pem"), "--content", tmp.File("msg.txt"),
+                                       "--in", p7s, "--out", tmp.File("out")};
+      if (binary) args.push_back("--binary");
+      CommandResult v = Ctl(args);
+      EXPECT_EQ(v.exit_code, 0) << who << (binary ? " --binary: " : ": ") << v.err;
+      EXPECT_EQ(ReadFile(tmp.File("out")), text) << who;
+      EXPECT_THAT(v.err, HasSubstr("good signature from emailAddress=lf@example.com")) << who;
+    }
+    // Changed content still fails, having been checked both ways ...
+    WriteFile(tmp.File("changed.txt"), "line one\nline 2\n\nlast line\n");
+    CommandResult bad = Ctl({"verify", "--ca", tmp.File("ca.pem"), "--content", tmp.File("changed.txt"), "--in", p7s,
+                             "--out", tmp.File("bad")});
+    EXPECT_NE(bad.exit_code, 0) << who;
+    EXPECT_THAT(bad.err, HasSubstr("does not match the signature (checked as text with CRLF line ends and byte for "
+                                   "byte)"))
+        << who;
+    // ... and a chain failure is not retried into anything else.
+    CommandResult chain = Ctl({"verify", "--ca", Cert("alice"), "--content", tmp.File("msg.txt"), "--in", p7s, "--out",
+                               tmp.File("bad")});
+    EXPECT_NE(chain.exit_code, 0) << who;
+    EXPECT_THAT(chain.err, HasSubstr("unable to get local issuer certificate")) << who;
+  }
 }
 
 // The suite's agent allows 128 KiB per gRPC message and 4 MiB of content:
