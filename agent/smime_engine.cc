@@ -274,6 +274,104 @@ std::string DescribeRecipientId(ASN1_OCTET_STRING* keyid, X509_NAME* issuer, ASN
   return out;
 }
 
+// The first certificate check that failed inside CMS_verify, caught by a
+// verify callback: OpenSSL's error queue only keeps the reason's text, not
+// which certificate it was about.
+struct ChainFailure {
+  int error = X509_V_OK;
+  int depth = 0;
+  std::string subject;
+};
+thread_local ChainFailure* chain_failure = nullptr;
+
+int RecordChainFailure(int ok, X509_STORE_CTX* ctx) {
+  if (ok == 0 && chain_failure != nullptr && chain_failure->error == X509_V_OK) {
+    chain_failure->error = X509_STORE_CTX_get_error(ctx);
+    chain_failure->depth = X509_STORE_CTX_get_error_depth(ctx);
+    if (X509* cert = X509_STORE_CTX_get_current_cert(ctx)) chain_failure->subject = tokens::Summarize(cert).subject;
+  }
+  return ok;
+}
+
+// What to do about a chain error, where the user can do something.
+absl::string_view ChainHint(int error) {
+  switch (error) {
+    case X509_V_ERR_CERT_HAS_EXPIRED:
+    case X509_V_ERR_CERT_NOT_YET_VALID:
+      return "; to check it as of when the message was signed, verify at the signing time (smimectl verify "
+             "--at-signing-time)";
+    case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
+    case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
+      return "; give the CA that issued it as a trusted CA (smimectl verify --ca), and any intermediate CA "
+             "certificates (--untrusted)";
+    case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
+    case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
+      return "; it is self-signed and not among the trusted CAs (smimectl verify --ca)";
+    case X509_V_ERR_INVALID_PURPOSE:
+      return "; the certificate is not for S/MIME signing (VerifyOptions.any_purpose accepts it anyway)";
+    default:
+      return "";
+  }
+}
+
+// What CMS_verify left in the error queue, taken from it.
+struct VerifyErrors {
+  // The content's digest does not match (OpenSSL then also reports a
+  // verification failure, for the messageDigest attribute).
+  bool content = false;
+  bool signature = false;       // the signature over the signed attributes does not match
+  bool no_signer_cert = false;
+  std::string detail;           // OpenSSL's errors, with their data
+};
+
+VerifyErrors TakeVerifyErrors() {
+  VerifyErrors out;
+  const char* data = nullptr;
+  int data_flags = 0;
+  while (unsigned long err = ERR_get_error_all(nullptr, nullptr, nullptr, &data, &data_flags)) {
+    if (ERR_GET_LIB(err) == ERR_LIB_CMS) {
+      int reason = ERR_GET_REASON(err);
+      out.content = out.content || reason == CMS_R_CONTENT_VERIFY_ERROR;
+      out.signature = out.signature || reason == CMS_R_VERIFICATION_FAILURE;
+      out.no_signer_cert = out.no_signer_cert || reason == CMS_R_SIGNER_CERTIFICATE_NOT_FOUND;
+    }
+    char buf[256];
+    ERR_error_string_n(err, buf, sizeof(buf));
+    bool has_data = (data_flags & ERR_TXT_STRING) != 0 && data != nullptr && *data != '\0';
+    absl::StrAppend(&out.detail, out.detail.empty() ? "" : "; ", buf, has_data ? absl::StrCat(" (", data, ")") : "");
+  }
+  return out;
+}
+
+// Why CMS_verify failed, as a user can act on it: the certificate check's
+// reason, or which part of the signature does not match. `how` says how
+// detached content was digested, for a content mismatch.
+absl::Status VerifyFailure(const ChainFailure& chain, const VerifyErrors& errors, absl::string_view how) {
+  if (chain.error != X509_V_OK) {
+    std::string whose = chain.depth == 0 ? "the signer's certificate"
+                                         : absl::StrCat("CA certificate (depth ", chain.depth, ")");
+    if (!chain.subject.empty()) absl::StrAppend(&whose, " \"", chain.subject, "\"");
+    return absl::InvalidArgumentError(absl::StrCat("the signer's certificate chain does not verify: ",
+                                                   X509_verify_cert_error_string(chain.error), ", at ", whose,
+                                                   ChainHint(chain.error)));
+  }
+  if (errors.content) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the content does not match the signature", how, ": it was changed after signing"));
+  }
+  if (errors.signature) {
+    return absl::InvalidArgumentError(
+        "the signature does not match: the signed attributes were changed, or the signature was not made with "
+        "the signer certificate's key");
+  }
+  if (errors.no_signer_cert) {
+    return absl::InvalidArgumentError(
+        "the signer's certificate is neither in the message nor among the given certificates (smimectl verify "
+        "--untrusted FILE)");
+  }
+  return absl::InvalidArgumentError(absl::StrCat("signature verification failed: ", errors.detail));
+}
+
 bool IsSignedEntity(absl::string_view entity) {
   std::string type = absl::AsciiStrToLower(HeaderValue(entity, "Content-Type"));
   if (absl::StartsWith(type, "multipart/signed")) return true;
@@ -401,6 +499,7 @@ absl::StatusOr<VerifyResult> SmimeEngine::Verify(ByteSource& input, ByteSource* 
   }
   SslPtr<X509_STORE> store(X509_STORE_new());
   for (const CertPtr& c : options.trust_anchors) X509_STORE_add_cert(store.get(), c.get());
+  X509_STORE_set_verify_cb(store.get(), RecordChainFailure);
   STACK_OF(CMS_SignerInfo)* infos = CMS_get0_SignerInfos(parsed.cms.get());
   std::optional<absl::Time> at = options.at;
   if (options.at_signing_time) {
@@ -412,14 +511,41 @@ absl::StatusOr<VerifyResult> SmimeEngine::Verify(ByteSource& input, ByteSource* 
   SslPtr<STACK_OF(X509)> extra(sk_X509_new_null());
   for (const CertPtr& c : options.extra_certs) sk_X509_push(extra.get(), c.get());
   StringSink verified;
-  verified.str().reserve(content_size + content_size / 32);
-  SslPtr<BIO> out = NewSinkBio(&verified);
+  ChainFailure chain;
+  auto run = [&](BIO* content_bio, unsigned int flags) {
+    verified.str().clear();
+    verified.str().reserve(content_size + content_size / 32);
+    SslPtr<BIO> out = NewSinkBio(&verified);
+    chain = ChainFailure();
+    chain_failure = &chain;
+    int ok = CMS_verify(parsed.cms.get(), extra.get(), store.get(), content_bio, out.get(), flags);
+    chain_failure = nullptr;
+    return ok == 1;
+  };
   ClearSslErrors();
   // Flags as `openssl cms -verify` uses them, so content comes out byte for
   // byte as there.
   unsigned int flags = (options.signature_only ? CMS_NO_SIGNER_CERT_VERIFY : 0) | (options.binary ? CMS_BINARY : 0);
-  if (CMS_verify(parsed.cms.get(), extra.get(), store.get(), content.get(), out.get(), flags) != 1) {
-    return SslError(absl::StatusCode::kInvalidArgument, "signature verification failed");
+  if (!run(content.get(), flags)) {
+    VerifyErrors errors = TakeVerifyErrors();
+    // Text mode digests detached content with CRLF line ends, as S/MIME
+    // signs text; gpgsm and `openssl cms -sign -binary` sign a file's bytes
+    // as they are, LF and all. When the digest of separately given content
+    // does not match, check it byte for byte too: either way the signature
+    // covers exactly the bytes given. Only for a digest mismatch; a chain or
+    // signature failure stays one.
+    bool retry = errors.content && chain.error == X509_V_OK && !options.binary && !detached.empty();
+    absl::string_view how = options.binary && !detached.empty() ? " (checked byte for byte, as asked)" : "";
+    bool ok = false;
+    if (retry) {
+      content = MemBio(detached);
+      ok = run(content.get(), flags | CMS_BINARY);
+      if (!ok) {
+        errors = TakeVerifyErrors();
+        how = " (checked as text with CRLF line ends and byte for byte)";
+      }
+    }
+    if (!ok) return VerifyFailure(chain, errors, how);
   }
   VerifyResult result;
   result.content = std::move(verified.str());
@@ -465,6 +591,17 @@ absl::Status SmimeEngine::Encrypt(ByteSource& message, ByteSink& out, const std:
     if (ri == nullptr) {
       return SslError(absl::StatusCode::kInvalidArgument,
                       absl::StrCat("cannot encrypt to \"", tokens::Summarize(r.get()).subject, "\""));
+    }
+    if (CMS_RecipientInfo_type(ri) == CMS_RECIPINFO_AGREE) {
+      // OpenSSL's default KDF for ECDH is dhSinglePass-stdDH-sha1kdf; S/MIME
+      // 4.0 (RFC 8551 section 2.7.1.2, RFC 5753) wants SHA-256. The
+      // ephemeral key's context exists from CMS_add1_recipient_cert on, and
+      // OpenSSL's ECDH code reads the digest from it when it wraps the key
+      // (crypto/cms/cms_ec.c), as `openssl cms -keyopt ecdh_kdf_md:sha256`.
+      EVP_PKEY_CTX* pctx = CMS_RecipientInfo_get0_pkey_ctx(ri);
+      if (pctx == nullptr || EVP_PKEY_CTX_set_ecdh_kdf_md(pctx, EVP_sha256()) <= 0) {
+        return SslError(absl::StatusCode::kInternal, "cannot select the SHA-256 KDF for ECDH");
+      }
     }
     if (oaep) {
       EVP_PKEY_CTX* pctx = CMS_RecipientInfo_get0_pkey_ctx(ri);

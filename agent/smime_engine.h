@@ -48,7 +48,10 @@ struct VerifyOptions {
   bool any_purpose = false;
   // Digest the signed content as given. Off (the default, as in OpenSSL):
   // text content is canonicalised to CRLF line ends first, as S/MIME signs
-  // it, so a detached content file with LF line ends still verifies.
+  // it, so a detached content file with LF line ends still verifies; when
+  // that digest of separately given content does not match, it is checked
+  // as given too (gpgsm and `openssl cms -sign -binary` sign LF files as
+  // they are).
   bool binary = false;
 };
 

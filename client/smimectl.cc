@@ -253,11 +253,15 @@ int Run(int argc, char** argv) {
   verify->add_option("--at", at, "check the chain as of this time (RFC 3339 or Unix seconds)");
   verify->add_flag("--at-signing-time", at_signing_time, "check the chain as of the signature's signingTime");
   std::vector<std::string> untrusted;
-  bool signature_only = false;
+  bool signature_only = false, binary = false;
   verify->add_option("--untrusted", untrusted, "intermediate CA certificates to build the chain (repeatable)");
   verify->add_flag("--signature-only", signature_only,
                    "check the signature but not the signer's certificate chain (says who signed, not whether "
                    "to trust them)");
+  verify->add_flag("--binary", binary,
+                   "digest the content byte for byte, not as text with CRLF line ends (the agent tries this by "
+                   "itself when a detached content's text digest does not match, e.g. gpgsm signatures over LF "
+                   "files)");
   verify->add_option("--in", in, "the signed message or signature")->required();
   verify->add_option("--out", out, "the signed content")->required();
 
@@ -329,6 +333,7 @@ int Run(int argc, char** argv) {
       if (!at.empty()) *o.mutable_at() = ParseWhen(at);
       o.set_at_signing_time(at_signing_time);
       o.set_signature_only(signature_only);
+      o.set_binary(binary);
       for (const auto& u : untrusted) o.add_extra_certs(ReadInput(u, 1 << 20));
       if (cas.empty() && !signature_only) Die(absl::InvalidArgumentError("give --ca FILE (or --signature-only)"));
       std::string content = content_file.empty() ? "" : ReadInput(content_file, kMaxMessageBytes, kMessageLimit);

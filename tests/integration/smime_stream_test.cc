@@ -3,6 +3,7 @@
 // the size limits. Every result is opened by the openssl command line (and
 // compared by content hash), not only by the agent itself.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <fstream>
@@ -79,6 +80,13 @@ class SmimeStreamTest : public ::testing::Test {
          "subjectAltName=email:rcpt@example.com", "-addext", "keyUsage=critical,digitalSignature,keyEncipherment",
          "-addext", "extendedKeyUsage=emailProtection"});
     ASSERT_EQ(r.exit_code, 0) << r.err;
+    // And one with a P-256 key, for ECDH key agreement.
+    r = RunCommand({"openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-keyout", keys_->File("ec.key"), "-out", keys_->File("ec.pem"), "-days", "30", "-subj",
+                    "/CN=EC Recipient/emailAddress=ec@example.com", "-addext", "subjectAltName=email:ec@example.com",
+                    "-addext", "keyUsage=critical,digitalSignature,keyAgreement", "-addext",
+                    "extendedKeyUsage=emailProtection"});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
     // Small limits, so the limit tests stay fast and chunks must fit a
     // small per-message limit.
     auto agent = testing::AgentProcess::Start(
@@ -119,9 +127,9 @@ class SmimeStreamTest : public ::testing::Test {
     return ReadFile(tmp.File("verified"));
   }
   // `openssl cms -decrypt` with the recipient's key; returns the content.
-  std::string OpensslDecrypt(const std::string& in, const TempDir& tmp) {
+  std::string OpensslDecrypt(const std::string& in, const TempDir& tmp, const std::string& key = "rcpt.key") {
     CommandResult r = RunCommand(
-        {"openssl", "cms", "-decrypt", "-inkey", keys_->File("rcpt.key"), "-in", in, "-out", tmp.File("decrypted")});
+        {"openssl", "cms", "-decrypt", "-inkey", keys_->File(key), "-in", in, "-out", tmp.File("decrypted")});
     EXPECT_EQ(r.exit_code, 0) << r.err;
     return ReadFile(tmp.File("decrypted"));
   }
@@ -260,6 +268,158 @@ TEST_F(SmimeStreamTest, SenderIsARecipientOnce) {
   EXPECT_EQ(recipients({Cert("alice")}), 1u);
   EXPECT_EQ(recipients({keys_->File("rcpt.pem"), Cert("alice")}), 2u);
   EXPECT_EQ(recipients({keys_->File("rcpt.pem")}), 2u);  // the sender added
+}
+
+// ECDH key agreement uses the SHA-256 KDF that S/MIME 4.0 asks for (not
+// OpenSSL's SHA-1 default); openssl opens it, and so does the agent with an
+// EC key on the token.
+TEST_F(SmimeStreamTest, EcdhUsesSha256Kdf) {
+  TempDir tmp;
+  WriteFile(tmp.File("msg"), "Subject: ecdh\n\nagreed\n");
+  for (const char* cipher : {"aes256-cbc", "aes128-cbc", "aes256-gcm"}) {
+    CommandResult r = Ctl({"encrypt", "--to", keys_->File("ec.pem"), "--to", Cert("bob"), "--cipher", cipher, "--in",
+                           tmp.File("msg"), "--out", tmp.File("out")});
+    ASSERT_EQ(r.exit_code, 0) << cipher << r.err;
+    CommandResult p = RunCommand({"openssl", "cms", "-cmsout", "-print", "-in", tmp.File("out")});
+    EXPECT_THAT(p.out, HasSubstr("dhSinglePass-stdDH-sha256kdf-scheme")) << cipher;
+    EXPECT_THAT(p.out, ::testing::Not(HasSubstr("sha1kdf"))) << cipher;
+    EXPECT_EQ(OpensslDecrypt(tmp.File("out"), tmp, "ec.key"), ExpectedEntity("agreed\n")) << cipher;
+    CommandResult d = Ctl({"decrypt", "--key", "bob", "--in", tmp.File("out"), "--out", tmp.File("agent-out")});
+    ASSERT_EQ(d.exit_code, 0) << cipher << d.err;
+    EXPECT_EQ(ReadFile(tmp.File("agent-out")), ExpectedEntity("agreed\n")) << cipher;
+  }
+}
+
+// A failed verification says why, in terms a user can act on.
+TEST_F(SmimeStreamTest, VerifyFailuresSayWhy) {
+  TempDir tmp;
+  WriteFile(tmp.File("msg"), "Subject: check me\n\nhello world\n");
+  CommandResult s = Ctl({"sign", "--key", "alice", "--in", tmp.File("msg"), "--out", tmp.File("signed")});
+  ASSERT_EQ(s.exit_code, 0) << s.err;
+  auto verify = [&](std::vector<std::string> extra) {
+    std::vector<std::string> args = {"verify", "--in", tmp.File("signed"), "--out", tmp.File("out")};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return Ctl(args);
+  };
+  CommandResult ok = verify({"--ca", token_->Path("ca.pem")});
+  ASSERT_EQ(ok.exit_code, 0) << ok.err;
+
+  CommandResult other_ca = verify({"--ca", keys_->File("rcpt.pem")});
+  EXPECT_NE(other_ca.exit_code, 0);
+  EXPECT_THAT(other_ca.err, HasSubstr("unable to get local issuer certificate"));
+  EXPECT_THAT(other_ca.err, HasSubstr("CN=Alice"));
+  EXPECT_THAT(other_ca.err, HasSubstr("--ca"));
+
+  CommandResult expired = verify({"--ca", token_->Path("ca.pem"), "--at", "4102444800"});  // 2100
+  EXPECT_NE(expired.exit_code, 0);
+  EXPECT_THAT(expired.err, HasSubstr("certificate has expired"));
+  EXPECT_THAT(expired.err, HasSubstr("--at-signing-time"));
+
+  std::string tampered = ReadFile(tmp.File("signed"));
+  size_t at = tampered.find("hello world");
+  ASSERT_NE(at, std::string::npos);
+  tampered[at] = 'j';
+  WriteFile(tmp.File("signed"), tampered);
+  ::unlink(tmp.File("out").c_str());
+  CommandResult changed = verify({"--ca", token_->Path("ca.pem")});
+  EXPECT_NE(changed.exit_code, 0);
+  EXPECT_THAT(changed.err, HasSubstr("the content does not match the signature"));
+  EXPECT_NE(::access(tmp.File("out").c_str(), F_OK), 0) << "no output for a failed check";
+}
+
+// Detached signatures over LF text made the way gpgsm and `openssl cms -sign
+// -binary` make them (over the file's bytes as they are) verify without
+// options: the agent checks the content byte for byte when the text-mode
+// (CRLF) digest does not match.
+TEST_F(SmimeStreamTest, DetachedSignatureOverLfBytesVerifies) {
+  TempDir tmp;
+  // Our own CA and signer, with the key in files for openssl and gpgsm.
+  ASSERT_EQ(RunCommand({"openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", tmp.File("ca.key"),
+                        "-out", tmp.File("ca.pem"), "-days", "30", "-subj", "/CN=LF Test CA", "-addext",
+                        "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"})
+                .exit_code,
+            0);
+  ASSERT_EQ(RunCommand({"openssl", "req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", tmp.File("s.key"), "-out",
+                        tmp.File("s.csr"), "-subj", "/CN=LF Signer/emailAddress=lf@example.com"})
+                .exit_code,
+            0);
+  WriteFile(tmp.File("ext"),
+            "subjectAltName=email:lf@example.com\nkeyUsage=critical,digitalSignature\n"
+            "extendedKeyUsage=emailProtection\nbasicConstraints=CA:FALSE\n");
+  ASSERT_EQ(RunCommand({"openssl", "x509", "-req", "-in", tmp.File("s.csr"), "-CA", tmp.File("ca.pem"), "-CAkey",
+                        tmp.File("ca.key"), "-CAcreateserial", "-days", "30", "-out", tmp.File("s.pem"), "-extfile",
+                        tmp.File("ext")})
+                .exit_code,
+            0);
+  const std::string text = "line one\nline two\n\nlast line\n";
+  WriteFile(tmp.File("msg.txt"), text);
+  std::vector<std::pair<std::string, std::string>> signatures;  // (who, .p7s)
+
+  CommandResult o = RunCommand({"openssl", "cms", "-sign", "-binary", "-in", tmp.File("msg.txt"), "-signer",
+                                tmp.File("s.pem"), "-inkey", tmp.File("s.key"), "-outform", "DER", "-out",
+                                tmp.File("openssl.p7s")});
+  ASSERT_EQ(o.exit_code, 0) << o.err;
+  signatures.push_back({"openssl -binary", tmp.File("openssl.p7s")});
+
+  if (RunCommand({"gpgsm", "--version"}).exit_code == 0) {
+    // A throwaway GNUPGHOME: import the key (gpgsm 2.2 reads 3DES PKCS#12
+    // only), trust the CA, sign. Passphrases come in on stdin.
+    std::string home = tmp.File("gnupg");
+    ASSERT_EQ(::mkdir(home.c_str(), 0700), 0);
+    WriteFile(home + "/gpg-agent.conf", "allow-loopback-pinentry\n");
+    WriteFile(home + "/gpgsm.conf", "disable-crl-checks\n");
+    ASSERT_EQ(RunCommand({"openssl", "pkcs12", "-export", "-certpbe", "PBE-SHA1-3DES", "-keypbe", "PBE-SHA1-3DES",
+                          "-macalg", "sha1", "-inkey", tmp.File("s.key"), "-in", tmp.File("s.pem"), "-certfile",
+                          tmp.File("ca.pem"), "-passout", "pass:x", "-out", tmp.File("s.p12")})
+                  .exit_code,
+              0);
+    CommandResult fpr = RunCommand({"openssl", "x509", "-in", tmp.File("ca.pem"), "-noout", "-fingerprint", "-sha1"});
+    WriteFile(home + "/trustlist.txt", fpr.out.substr(fpr.out.find('=') + 1, 59) + " S\n");
+    testing::RunOptions gpg = testing::WithEnv({{"GNUPGHOME", home}});
+    gpg.stdin_data = "x\n";
+    CommandResult imp = RunCommand({"gpgsm", "--batch", "--pinentry-mode", "loopback", "--passphrase-fd", "0",
+                                    "--import", tmp.File("s.p12")},
+                                   gpg);
+    CommandResult sig = RunCommand({"gpgsm", "--batch", "--pinentry-mode", "loopback", "--passphrase-fd", "0",
+                                    "--detach-sign", "-u", "lf@example.com", "-o", tmp.File("gpgsm.p7s"),
+                                    tmp.File("msg.txt")},
+                                   gpg);
+    RunCommand({"gpgconf", "--kill", "all"}, testing::WithEnv({{"GNUPGHOME", home}}));
+    ASSERT_EQ(sig.exit_code, 0) << imp.err << sig.err;
+    // What the fix is about: OpenSSL's default (text) check refuses it.
+    EXPECT_NE(RunCommand({"openssl", "cms", "-verify", "-inform", "DER", "-in", tmp.File("gpgsm.p7s"), "-content",
+                          tmp.File("msg.txt"), "-CAfile", tmp.File("ca.pem"), "-out", "/dev/null"})
+                  .exit_code,
+              0);
+    signatures.push_back({"gpgsm", tmp.File("gpgsm.p7s")});
+  } else {
+    std::cerr << "gpgsm not installed: checking openssl's binary signature only\n";
+  }
+
+  for (const auto& [who, p7s] : signatures) {
+    for (bool binary : {false, true}) {
+      std::vector<std::string> args = {"verify", "--ca", tmp.File("ca.pem"), "--content", tmp.File("msg.txt"),
+                                       "--in", p7s, "--out", tmp.File("out")};
+      if (binary) args.push_back("--binary");
+      CommandResult v = Ctl(args);
+      EXPECT_EQ(v.exit_code, 0) << who << (binary ? " --binary: " : ": ") << v.err;
+      EXPECT_EQ(ReadFile(tmp.File("out")), text) << who;
+      EXPECT_THAT(v.err, HasSubstr("good signature from emailAddress=lf@example.com")) << who;
+    }
+    // Changed content still fails, having been checked both ways ...
+    WriteFile(tmp.File("changed.txt"), "line one\nline 2\n\nlast line\n");
+    CommandResult bad = Ctl({"verify", "--ca", tmp.File("ca.pem"), "--content", tmp.File("changed.txt"), "--in", p7s,
+                             "--out", tmp.File("bad")});
+    EXPECT_NE(bad.exit_code, 0) << who;
+    EXPECT_THAT(bad.err, HasSubstr("does not match the signature (checked as text with CRLF line ends and byte for "
+                                   "byte)"))
+        << who;
+    // ... and a chain failure is not retried into anything else.
+    CommandResult chain = Ctl({"verify", "--ca", Cert("alice"), "--content", tmp.File("msg.txt"), "--in", p7s, "--out",
+                               tmp.File("bad")});
+    EXPECT_NE(chain.exit_code, 0) << who;
+    EXPECT_THAT(chain.err, HasSubstr("unable to get local issuer certificate")) << who;
+  }
 }
 
 // The suite's agent allows 128 KiB per gRPC message and 4 MiB of content:
