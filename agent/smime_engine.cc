@@ -231,6 +231,22 @@ absl::Status WriteSmimeWhole(CMS_ContentInfo* cms, absl::string_view content, By
   return absl::OkStatus();
 }
 
+// The ciphers a correspondent may encrypt to us with, strongest first
+// (RFC 8551 2.5.2). OpenSSL's default list also offers DES, 3DES and RC2
+// down to 40 bits, which would invite weak replies; this one offers only
+// what the agent itself encrypts with.
+absl::Status AddSmimeCapabilities(CMS_SignerInfo* si) {
+  STACK_OF(X509_ALGOR)* caps = sk_X509_ALGOR_new_null();
+  bool ok = caps != nullptr;
+  for (int nid : {NID_aes_256_gcm, NID_aes_256_cbc, NID_aes_128_gcm, NID_aes_128_cbc}) {
+    ok = ok && PKCS7_simple_smimecap(caps, nid, -1) == 1;
+  }
+  ok = ok && CMS_add_smimecap(si, caps) == 1;
+  sk_X509_ALGOR_pop_free(caps, X509_ALGOR_free);
+  if (!ok) return SslError(absl::StatusCode::kInternal, "cannot add SMIMECapabilities");
+  return absl::OkStatus();
+}
+
 // The issuing chain of `cert` among `pool` (nearest first), without `cert`.
 std::vector<X509*> ChainFor(X509* cert, const std::vector<CertPtr>& pool) {
   std::vector<X509*> chain;
@@ -449,8 +465,10 @@ absl::Status SmimeEngine::Sign(std::shared_ptr<const tokens::Key> key, ByteSourc
   SslPtr<CMS_ContentInfo> cms(CMS_sign_ex(nullptr, nullptr, chain.get(), nullptr, flags, nullptr, nullptr));
   if (!cms) return SslError(absl::StatusCode::kInternal, "cannot start SignedData");
   CMS_SignerInfo* si =
-      CMS_add1_signer(cms.get(), cert, pkey.get(), EVP_sha256(), flags | (options.pss ? CMS_KEY_PARAM : 0));
+      CMS_add1_signer(cms.get(), cert, pkey.get(), EVP_sha256(),
+                      flags | CMS_NOSMIMECAP | (options.pss ? CMS_KEY_PARAM : 0));
   if (si == nullptr) return KeyOpError(absl::StatusCode::kInternal, "cannot add signer");
+  RETURN_IF_ERROR(AddSmimeCapabilities(si));
   if (options.pss) {
     EVP_PKEY_CTX* pctx = CMS_SignerInfo_get0_pkey_ctx(si);
     if (pctx == nullptr || EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) <= 0 ||

@@ -342,6 +342,23 @@ INSTANTIATE_TEST_SUITE_P(
                       SignCase{"LfInputSignedAsCrlf", "alice", "alice", {}, "rsaEncryption", true}),
     [](const auto& p) { return p.param.name; });
 
+// The SMIMECapabilities attribute offers correspondents only the ciphers the
+// agent encrypts with (AES-GCM and AES-CBC), none of OpenSSL's default DES,
+// 3DES or RC2 entries.
+TEST_F(SmimeTest, SignatureOffersOnlyAesCapabilities) {
+  TempDir tmp;
+  std::string print = CmsPrint(AgentSigned(tmp, Message()));
+  size_t at = print.find("S/MIME Capabilities");
+  ASSERT_NE(at, std::string::npos) << print;
+  std::string caps = print.substr(at, print.find("signatureAlgorithm", at) - at);
+  std::vector<std::string> offered;
+  for (absl::string_view line : absl::StrSplit(caps, '\n')) {
+    size_t colon = line.rfind("OBJECT            :");
+    if (colon != absl::string_view::npos) offered.emplace_back(line.substr(colon + 19));
+  }
+  EXPECT_THAT(offered, ::testing::ElementsAre("aes-256-gcm", "aes-256-cbc", "aes-128-gcm", "aes-128-cbc")) << caps;
+}
+
 TEST_F(SmimeTest, PssSignatureParametersAreSha256WithDigestLengthSalt) {
   TempDir tmp;
   std::string signed_file = AgentSigned(tmp, Message(), {"--pss"});
