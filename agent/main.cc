@@ -18,6 +18,7 @@
 #include "agent/audit.h"
 #include "agent/config.h"
 #include "agent/embedded_store.h"
+#include "agent/lifecycle_service.h"
 #include "agent/listener.h"
 #include "agent/service.h"
 #include "common/log.h"
@@ -177,9 +178,11 @@ int Run(int argc, char** argv) {
 
   PeerRegistry peers;
   AgentService service(token->get(), &peers, &audit, ServiceOptions{});
+  LifecycleService lifecycle(token->get(), &peers, &audit);
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
   builder.RegisterService(&service);
+  builder.RegisterService(&lifecycle);
   builder.SetMaxReceiveMessageSize(static_cast<int>(config.max_request_bytes));
   builder.SetMaxSendMessageSize(static_cast<int>(config.max_request_bytes));
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
