@@ -407,6 +407,60 @@ TEST_F(LifecycleTest, NotYetValidCertificateImportsWithWarning) {
                                "2099-01-01T00:00:00Z"));
 }
 
+// The same policy guards outgoing mail: a recipient certificate that breaks
+// a rule is refused for encryption, naming the rule ...
+TEST_F(LifecycleTest, EncryptRefusesRecipientBreakingPolicy) {
+  TempDir tmp;
+  WriteFile(tmp.File("msg.eml"), kMessage);
+  std::string server = Issue(SoftwareRequest(tmp, "Server Only"), "server-only.pem", {"-days", "30"},
+                             "subjectAltName=email:srv@example.com\nkeyUsage=digitalSignature,keyEncipherment\n"
+                             "extendedKeyUsage=serverAuth\n");
+  CommandResult r = Ctl({"encrypt", "--to", server, "--in", tmp.File("msg.eml"), "--out", tmp.File("e.eml")});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_EQ(r.err, "smimectl: recipient certificate \"CN=Server Only\" extendedKeyUsage lacks emailProtection "
+                   "(certificate policy: extended-key-usage)\n");
+  std::string sign_only = Issue(SoftwareRequest(tmp, "Sign Only"), "sign-only.pem", {"-days", "30"},
+                                "subjectAltName=email:so@example.com\nkeyUsage=digitalSignature\n");
+  r = Ctl({"encrypt", "--to", sign_only, "--in", tmp.File("msg.eml"), "--out", tmp.File("e.eml")});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.err, HasSubstr("keyUsage lacks keyEncipherment, which encrypting to an RSA key needs "
+                               "(certificate policy: key-usage)"));
+  // A conforming recipient passes.
+  std::string good = Issue(SoftwareRequest(tmp, "Good Peer"), "good-peer.pem", {"-days", "30"}, kGoodRsaExt);
+  r = Ctl({"encrypt", "--to", good, "--in", tmp.File("msg.eml"), "--out", tmp.File("e.eml")});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+}
+
+// ... and a token key whose certificate another tool stored (import-cert
+// would have refused it) does not sign.
+TEST_F(LifecycleTest, SignRefusesCertificateBreakingPolicy) {
+  TempDir tmp;
+  std::string id = Keygen("p256", "no-san");
+  ASSERT_EQ(Ctl({"csr", "--key", "no-san", "--subject", "/CN=No San", "--email", "x@example.com", "--out",
+                 tmp.File("req.pem")}).exit_code,
+            0);
+  // `openssl x509 -req` copies none of the request's extensions.
+  WriteFile(tmp.File("ext"), "keyUsage=digitalSignature\n");
+  CommandResult x = Openssl({"x509", "-req", "-in", tmp.File("req.pem"), "-CA", ca_->File("ca.pem"), "-CAkey",
+                             ca_->File("ca.key"), "-set_serial", "77", "-days", "30", "-extfile", tmp.File("ext"),
+                             "-outform", "DER", "-out", tmp.File("no-san.der")});
+  ASSERT_EQ(x.exit_code, 0) << x.err;
+  std::string pin(absl::StripAsciiWhitespace(ReadFile(token_->pin_file)));
+  CommandResult w = RunCommand({"pkcs11-tool", "--module", testing::kSoftHsmModule, "--token-label", kTokenLabel,
+                                "--login", "--pin", pin, "--write-object", tmp.File("no-san.der"), "--type", "cert",
+                                "--id", id, "--label", "no-san"},
+                               testing::WithEnv({{"SOFTHSM2_CONF", token_->conf}}));
+  ASSERT_EQ(w.exit_code, 0) << w.err;
+  // Any import re-reads the token; this one changes nothing.
+  ASSERT_EQ(Ctl({"import-cert", "--in", ca_->File("ca.pem")}).exit_code, 0);
+  ASSERT_EQ(KeyJson("no-san")["subject"], "CN=No San");
+  WriteFile(tmp.File("msg.eml"), kMessage);
+  CommandResult r = Ctl({"sign", "--key", "no-san", "--in", tmp.File("msg.eml"), "--out", tmp.File("s.eml")});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.err, "smimectl: signer certificate \"CN=No San\" has no email address in subjectAltName "
+                   "(certificate policy: email-address)\n");
+}
+
 // ---- Bad files ----------------------------------------------------------------
 
 struct BadFileCase {
