@@ -18,6 +18,7 @@
 #include "agent/audit.h"
 #include "agent/config.h"
 #include "agent/embedded_store.h"
+#include "agent/lifecycle_service.h"
 #include "agent/listener.h"
 #include "agent/service.h"
 #include "common/log.h"
@@ -184,9 +185,11 @@ int Run(int argc, char** argv) {
   ServiceOptions service_options;
   service_options.max_message_bytes = static_cast<size_t>(config.max_message_bytes);
   AgentService service(token->get(), &peers, &audit, service_options);
+  LifecycleService lifecycle(token->get(), &peers, &audit);
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
   builder.RegisterService(&service);
+  builder.RegisterService(&lifecycle);
   builder.SetMaxReceiveMessageSize(static_cast<int>(config.max_request_bytes));
   builder.SetMaxSendMessageSize(static_cast<int>(config.max_request_bytes));
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();

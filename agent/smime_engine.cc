@@ -13,6 +13,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "agent/cert_policy.h"
 #include "agent/mime.h"
 #include "agent/stream_bio.h"
 #include "agent/token_pkey.h"
@@ -48,23 +49,10 @@ std::string BioContents(BIO* bio) {
   return std::string(data, static_cast<size_t>(len));
 }
 
-std::string FormatTime(int64_t unix_seconds) {
-  return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::FromUnixSeconds(unix_seconds), absl::UTCTimeZone());
-}
-
-// Outgoing mail only uses certificates valid now.
+// Outgoing mail: the certificate policy (agent/cert_policy.h) for the
+// signer or a recipient, validity included.
 absl::Status CheckValidNow(X509* cert, absl::string_view role) {
-  tokens::CertificateSummary s = tokens::Summarize(cert);
-  int64_t now = absl::ToUnixSeconds(absl::Now());
-  if (now > s.not_after) {
-    return absl::FailedPreconditionError(absl::StrCat(role, " certificate \"", s.subject, "\" expired on ",
-                                                      FormatTime(s.not_after)));
-  }
-  if (now < s.not_before) {
-    return absl::FailedPreconditionError(absl::StrCat(role, " certificate \"", s.subject,
-                                                      "\" is not valid before ", FormatTime(s.not_before)));
-  }
-  return absl::OkStatus();
+  return CheckCertificatePolicy(cert, role == "signer" ? CertUse::kSign : CertUse::kEncrypt, absl::Now()).status();
 }
 
 // The error to report when an OpenSSL call that used a token key failed:

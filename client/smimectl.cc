@@ -20,6 +20,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
 #include "client/client.h"
+#include "client/smimectl_lifecycle.h"
 #include "common/limits.h"
 
 namespace smime::client {
@@ -285,10 +286,14 @@ int Run(int argc, char** argv) {
   smime_decrypt->add_option("--in", in, "the encrypted message")->required();
   smime_decrypt->add_option("--out", out, "the decrypted MIME entity (written 0600)")->required();
 
+  auto lifecycle = LifecycleCommands::Add(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
+  }
+  if (lifecycle->Selected()) {
+    return lifecycle->Run(ResolveSocketPath(socket), absl::Milliseconds(static_cast<int64_t>(timeout_s * 1000)));
   }
 
   try {

@@ -16,6 +16,7 @@
 #include "absl/strings/str_join.h"
 #include "common/log.h"
 #include "common/status_macros.h"
+#include "tokens/objects.h"
 #include "tokens/ossl.h"
 #include "tokens/pkcs11_uri.h"
 
@@ -979,6 +980,40 @@ absl::Status InitializeToken(Module& module, absl::string_view label, const Secr
     return st;
   }
   return absl::InternalError("the freshly initialised token did not appear in the slot list");
+}
+
+absl::StatusOr<std::vector<bool>> Token::StoreCertificates(const std::vector<CertificateToStore>& certs,
+                                                           absl::Time deadline) {
+  auto created = WithSession(deadline, [&](Session& s) -> absl::StatusOr<std::vector<bool>> {
+    ASSIGN_OR_RETURN(std::vector<std::string> present, internal::CertificateValues(*module_, s.handle()));
+    std::vector<bool> out;
+    std::vector<CK_OBJECT_HANDLE> made;
+    for (const CertificateToStore& c : certs) {
+      std::string der = CertificateDer(c.cert.get());
+      if (std::find(present.begin(), present.end(), der) != present.end()) {
+        out.push_back(false);
+        continue;
+      }
+      auto h = internal::CreateCertificateObject(*module_, s.handle(), c);
+      if (!h.ok()) {
+        // Leave the token as it was: no half-imported bundle.
+        for (CK_OBJECT_HANDLE m : made) (void)P11_CALL(*module_, C_DestroyObject, s.handle(), m);
+        return h.status();
+      }
+      made.push_back(*h);
+      present.push_back(std::move(der));
+      out.push_back(true);
+    }
+    return out;
+  });
+  if (!created.ok()) return created.status();
+  for (size_t i = 0; i < certs.size(); ++i) {
+    if (!(*created)[i]) continue;
+    SMIME_LOG(kInfo, "certificate_stored").Kv("token", label_).Kv("id", HexEncode(certs[i].id))
+        .Kv("label", certs[i].label).Kv("category", static_cast<CK_ULONG>(certs[i].category));
+  }
+  if (std::find(created->begin(), created->end(), true) != created->end()) RETURN_IF_ERROR(Refresh());
+  return created;
 }
 
 }  // namespace smime::tokens

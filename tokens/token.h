@@ -21,6 +21,7 @@
 #include "absl/time/time.h"
 #include "tokens/certificate.h"
 #include "tokens/module.h"
+#include "tokens/objects.h"
 #include "tokens/pin.h"
 #include "tokens/session.h"
 
@@ -150,6 +151,14 @@ class Token {
   // has `label`.
   absl::StatusOr<std::shared_ptr<const Key>> GenerateKey(KeySpec spec, absl::string_view label,
                                                          absl::Time deadline);
+
+  // Stores `certs` as public certificate objects (tokens/objects.h), all or
+  // nothing: when one fails, the ones this call created are destroyed. A
+  // certificate whose DER is already on the token (or earlier in `certs`)
+  // is skipped. Returns, per input, whether an object was created; re-reads
+  // keys and certificates when one was.
+  absl::StatusOr<std::vector<bool>> StoreCertificates(const std::vector<CertificateToStore>& certs,
+                                                      absl::Time deadline);
 
   const std::string& label() const { return label_; }
   const std::string& serial() const { return serial_; }

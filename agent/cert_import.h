@@ -1,0 +1,60 @@
+// Certificate import: a DER certificate, a PEM certificate or a PEM bundle,
+// checked by the certificate policy, sorted into key, chain and
+// correspondent certificates, and stored on the token all or nothing.
+#ifndef SMIME_AGENT_CERT_IMPORT_H_
+#define SMIME_AGENT_CERT_IMPORT_H_
+
+#include <openssl/x509.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "tokens/token.h"
+
+namespace smime::agent {
+
+// Largest certificate file accepted, and most certificates in one bundle.
+inline constexpr size_t kMaxCertificateFileBytes = size_t{1} << 20;
+inline constexpr size_t kMaxCertificatesPerFile = 64;
+
+// Parses `data` strictly: one DER certificate (nothing after it), or PEM
+// with only CERTIFICATE blocks (text between blocks is allowed, as openssl
+// writes it). Anything else is INVALID_ARGUMENT saying what was found: a
+// private key, a request, truncated or trailing DER, no certificate.
+absl::StatusOr<std::vector<std::shared_ptr<X509>>> ParseCertificateFile(absl::string_view data);
+
+struct ImportedCertificate {
+  enum class Role { kKey, kChain, kCorrespondent };
+  Role role = Role::kCorrespondent;
+  bool created = false;  // false: the same certificate was already there
+  std::shared_ptr<X509> cert;
+  std::string id;     // CKA_ID
+  std::string label;  // CKA_LABEL
+  std::shared_ptr<const tokens::Key> key;  // kKey: the key, after the import
+  std::vector<std::string> warnings;
+};
+
+class CertificateImporter {
+ public:
+  explicit CertificateImporter(tokens::Token* token) : token_(token) {}
+
+  // Imports every certificate in `data` (see ParseCertificateFile). The
+  // policy (agent/cert_policy.h, CertUse::kImport) runs on every
+  // certificate before anything is written; one refusal refuses the file.
+  absl::StatusOr<std::vector<ImportedCertificate>> Import(absl::string_view data, absl::Time now,
+                                                          absl::Time deadline);
+
+ private:
+  tokens::Token* token_;
+  // One import at a time: "already on the token?" and the write are one step.
+  absl::Mutex mu_;
+};
+
+}  // namespace smime::agent
+
+#endif  // SMIME_AGENT_CERT_IMPORT_H_

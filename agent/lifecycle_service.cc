@@ -1,0 +1,192 @@
+#include "agent/lifecycle_service.h"
+
+#include <openssl/rand.h>
+#include <openssl/sha.h>
+#include <unistd.h>
+
+#include <chrono>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "agent/cert_policy.h"
+#include "agent/convert.h"
+#include "agent/csr.h"
+#include "agent/grpc_status.h"
+#include "agent/publish.h"
+#include "common/log.h"
+#include "common/status_macros.h"
+#include "tokens/certificate.h"
+
+namespace smime::agent {
+namespace {
+
+std::string SelectorForAudit(const v1::KeySelector& sel) {
+  auto s = FromProto(sel);
+  return s.ok() ? DescribeSelector(*s) : "-";
+}
+
+std::string Sha256Hex(absl::string_view data) {
+  unsigned char md[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const unsigned char*>(data.data()), data.size(), md);
+  return tokens::HexEncode(absl::string_view(reinterpret_cast<char*>(md), sizeof(md)));
+}
+
+v1::CertificateRole ToProto(ImportedCertificate::Role role) {
+  switch (role) {
+    case ImportedCertificate::Role::kKey: return v1::CERTIFICATE_ROLE_KEY;
+    case ImportedCertificate::Role::kChain: return v1::CERTIFICATE_ROLE_CHAIN;
+    case ImportedCertificate::Role::kCorrespondent: return v1::CERTIFICATE_ROLE_CORRESPONDENT;
+  }
+  return v1::CERTIFICATE_ROLE_UNSPECIFIED;
+}
+
+void ToProto(const DnsRecord& r, v1::DnsRecord* out) {
+  if (r.name.empty()) return;
+  out->set_name(r.name);
+  out->set_type(r.type);
+  out->set_rdata(r.rdata);
+  out->set_zone_line(r.zone_line());
+}
+
+}  // namespace
+
+LifecycleService::LifecycleService(tokens::Token* token, const PeerRegistry* peers, const AuditLog* audit,
+                                   absl::Duration default_deadline)
+    : token_(token), importer_(token), peers_(peers), audit_(audit), default_deadline_(default_deadline),
+      own_uid_(::geteuid()) {
+  unsigned char r[3];
+  if (RAND_bytes(r, sizeof(r)) != 1) r[0] = r[1] = r[2] = 0;
+  request_prefix_ = absl::StrCat("lc", tokens::HexEncode(absl::string_view(reinterpret_cast<char*>(r), sizeof(r))));
+}
+
+absl::StatusOr<PeerCred> LifecycleService::Authorize(const grpc::ServerContext& ctx) const {
+  std::optional<PeerCred> cred = peers_->LookupPeer(ctx.peer());
+  if (!cred) return absl::PermissionDeniedError("the agent cannot identify the caller's uid");
+  if (cred->uid != own_uid_ && cred->uid != 0) {
+    SMIME_LOG(kWarning, "peer_refused").Kv("peer_uid", cred->uid).Kv("peer_pid", cred->pid);
+    return absl::PermissionDeniedError(
+        absl::StrCat("uid ", cred->uid, " may not use this agent; it serves uid ", own_uid_, " only"));
+  }
+  return *cred;
+}
+
+absl::Time LifecycleService::Deadline(const grpc::ServerContext& ctx) const {
+  absl::Time fallback = absl::Now() + default_deadline_;
+  auto d = ctx.deadline();
+  if (d == std::chrono::system_clock::time_point::max()) return fallback;
+  absl::Time t = absl::FromChrono(d);
+  return t < fallback ? t : fallback;
+}
+
+absl::StatusOr<std::shared_ptr<const tokens::Key>> LifecycleService::Resolve(const v1::KeySelector& sel) const {
+  ASSIGN_OR_RETURN(KeySelector selector, FromProto(sel));
+  auto key = ResolveKey(*token_->Keys(), token_->info(), selector);
+  if (absl::IsNotFound(key.status()) && token_->RefreshIfOlderThan(absl::Seconds(1))) {
+    key = ResolveKey(*token_->Keys(), token_->info(), selector);
+  }
+  return key;
+}
+
+template <typename Body>
+grpc::Status LifecycleService::Audited(const grpc::ServerContext& ctx, const char* op, std::string key,
+                                       Body body) {
+  const std::string rid = absl::StrCat(request_prefix_, "-", ++request_counter_);
+  auto peer = Authorize(ctx);
+  AuditRecord audit(*audit_, op, rid, peer.ok() ? peer->uid : static_cast<uid_t>(-1), peer.ok() ? peer->pid : 0);
+  audit.set_key(std::move(key));
+  absl::Status status = peer.ok() ? body(audit) : peer.status();
+  return ToGrpcStatus(audit.Result(status), rid);
+}
+
+grpc::Status LifecycleService::CreateCsr(grpc::ServerContext* ctx, const v1::CreateCsrRequest* req,
+                                         v1::CreateCsrResponse* resp) {
+  return Audited(*ctx, "csr", SelectorForAudit(req->key()), [&](AuditRecord& audit) -> absl::Status {
+    ASSIGN_OR_RETURN(auto key, Resolve(req->key()));
+    audit.set_key(key->uri());
+    audit.set_mechanism(key->algorithm() == tokens::KeyAlgorithm::kEc ? "ecdsa-sha256" : "rsa-pkcs1-sha256");
+    CsrSpec spec{req->subject(), {req->emails().begin(), req->emails().end()}};
+    ASSIGN_OR_RETURN(*resp->mutable_csr_der(), MakeCsr(token_, key, spec, Deadline(*ctx)));
+    agent::ToProto(*key, token_->label(), resp->mutable_key());
+    return absl::OkStatus();
+  });
+}
+
+grpc::Status LifecycleService::ImportCertificates(grpc::ServerContext* ctx,
+                                                  const v1::ImportCertificatesRequest* req,
+                                                  v1::ImportCertificatesResponse* resp) {
+  // Not a private-key operation, but it changes what the token signs with
+  // and which chain it sends: audited all the same.
+  return Audited(*ctx, "import_certificates", "-", [&](AuditRecord& audit) -> absl::Status {
+    audit.set_mechanism("x509");
+    ASSIGN_OR_RETURN(std::vector<ImportedCertificate> imported,
+                     importer_.Import(req->certificates(), absl::Now(), Deadline(*ctx)));
+    for (const ImportedCertificate& c : imported) {
+      tokens::CertificateSummary s = tokens::Summarize(c.cert.get());
+      v1::ImportedCertificate* out = resp->add_certificates();
+      out->set_role(ToProto(c.role));
+      out->set_created(c.created);
+      out->set_subject(s.subject);
+      for (const std::string& e : s.emails) out->add_emails(e);
+      out->mutable_not_before()->set_seconds(s.not_before);
+      out->mutable_not_after()->set_seconds(s.not_after);
+      out->set_id(c.id);
+      out->set_label(c.label);
+      if (c.key) {
+        agent::ToProto(*c.key, token_->label(), out->mutable_key());
+        audit.set_key(c.key->uri());
+      }
+      for (const std::string& w : c.warnings) out->add_warnings(w);
+      out->set_sha256_fingerprint(Sha256Hex(tokens::CertificateDer(c.cert.get())));
+    }
+    return absl::OkStatus();
+  });
+}
+
+grpc::Status LifecycleService::DescribePublication(grpc::ServerContext* ctx,
+                                                   const v1::DescribePublicationRequest* req,
+                                                   v1::DescribePublicationResponse* resp) {
+  RETURN_GRPC_IF_ERROR(Authorize(*ctx).status());
+  std::shared_ptr<X509> cert;
+  if (req->has_key()) {
+    auto key = Resolve(req->key());
+    if (!key.ok()) return ToGrpcStatus(key.status());
+    if ((*key)->certificate() == nullptr) {
+      return ToGrpcStatus(absl::FailedPreconditionError(
+          absl::StrCat("key \"", (*key)->label(), "\" has no certificate on the token; import one first")));
+    }
+    cert = (*key)->certificates().front();
+  } else if (req->source_case() == v1::DescribePublicationRequest::kCertificate) {
+    auto certs = ParseCertificateFile(req->certificate());
+    if (!certs.ok()) return ToGrpcStatus(certs.status());
+    // A bundle: the person's certificate, not its chain.
+    cert = certs->front();
+    for (const auto& c : *certs) {
+      if (!tokens::Summarize(c.get()).is_ca) {
+        cert = c;
+        break;
+      }
+    }
+  } else {
+    return ToGrpcStatus(absl::InvalidArgumentError("give the certificate or the key whose certificate to publish"));
+  }
+  auto set = agent::DescribePublication(cert.get(), {req->url_base(), req->full()}, absl::Now());
+  if (!set.ok()) return ToGrpcStatus(set.status());
+  for (const Publication& p : set->publications) {
+    v1::Publication* out = resp->add_publications();
+    out->set_email(p.email);
+    out->set_well_known_file(p.well_known_file);
+    out->set_url(p.url);
+    ToProto(p.txt, out->mutable_txt());
+    ToProto(p.smimea, out->mutable_smimea());
+    out->set_smimea_usage(static_cast<uint32_t>(p.smimea_usage));
+    out->set_smimea_selector(static_cast<uint32_t>(p.smimea_selector));
+    out->set_smimea_matching_type(static_cast<uint32_t>(p.smimea_matching_type));
+    out->set_smimea_data(p.smimea_data);
+  }
+  resp->set_certificate_pem(set->certificate_pem);
+  resp->set_subject(set->subject);
+  for (const std::string& w : set->warnings) resp->add_warnings(w);
+  return grpc::Status::OK;
+}
+
+}  // namespace smime::agent

@@ -1,0 +1,49 @@
+// Typed calls of the Lifecycle service (proto/smime/agent/v1/lifecycle.proto):
+// certification requests, certificate import, publication records. Like
+// AgentClient, it moves bytes and holds no key material.
+#ifndef SMIME_CLIENT_LIFECYCLE_CLIENT_H_
+#define SMIME_CLIENT_LIFECYCLE_CLIENT_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "smime/agent/v1/lifecycle.grpc.pb.h"
+
+namespace smime::client {
+
+namespace v1 = ::smime::agent::v1;
+
+class LifecycleClient {
+ public:
+  static constexpr absl::Duration kDefaultTimeout = absl::Seconds(30);
+
+  // Opens a channel to the agent on `socket_path` (UNAVAILABLE, saying what
+  // to do, when no socket is there). Every call gets `timeout`.
+  static absl::StatusOr<std::unique_ptr<LifecycleClient>> Connect(const std::string& socket_path,
+                                                                  absl::Duration timeout = kDefaultTimeout);
+
+  // A PKCS#10 request (DER) signed by `key` on the token.
+  absl::StatusOr<v1::CreateCsrResponse> CreateCsr(const v1::KeySelector& key, absl::string_view subject,
+                                                  const std::vector<std::string>& emails);
+  // Stores the certificates of a DER/PEM file on the token.
+  absl::StatusOr<v1::ImportCertificatesResponse> ImportCertificates(absl::string_view certificates);
+  absl::StatusOr<v1::DescribePublicationResponse> DescribePublication(const v1::DescribePublicationRequest& req);
+
+ private:
+  LifecycleClient(std::string socket_path, std::shared_ptr<grpc::Channel> channel, absl::Duration timeout);
+  void Prepare(grpc::ClientContext* ctx) const;
+  absl::Status Convert(const grpc::Status& status) const;
+
+  std::string socket_path_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::Lifecycle::Stub> stub_;
+  absl::Duration timeout_;
+};
+
+}  // namespace smime::client
+
+#endif  // SMIME_CLIENT_LIFECYCLE_CLIENT_H_

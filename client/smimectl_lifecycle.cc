@@ -1,0 +1,249 @@
+#include "client/smimectl_lifecycle.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "client/client.h"
+#include "client/lifecycle_client.h"
+
+namespace smime::client {
+namespace {
+
+// Files given to import-cert and publish hold certificates: small.
+constexpr size_t kMaxCertificateFileBytes = size_t{1} << 20;
+
+absl::StatusOr<std::string> ReadFile(const std::string& path, size_t max_bytes) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path, ": ", std::strerror(errno)));
+  std::string data;
+  char buf[65536];
+  while (in.read(buf, sizeof(buf)) || in.gcount() > 0) {
+    data.append(buf, static_cast<size_t>(in.gcount()));
+    if (data.size() > max_bytes) {
+      return absl::InvalidArgumentError(absl::StrCat(path, " is larger than ", max_bytes, " bytes"));
+    }
+  }
+  return data;
+}
+
+// Writes through a temporary file renamed into place ("-": stdout).
+absl::Status WriteFile(const std::string& path, const std::string& data) {
+  if (path == "-") {
+    std::cout.write(data.data(), static_cast<std::streamsize>(data.size()));
+    std::cout.flush();
+    return absl::OkStatus();
+  }
+  std::string tmp = absl::StrCat(path, ".tmp-", ::getpid());
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  bool ok = fd >= 0;
+  for (size_t off = 0; ok && off < data.size();) {
+    ssize_t n = ::write(fd, data.data() + off, data.size() - off);
+    if (n < 0 && errno == EINTR) continue;
+    ok = n > 0;
+    if (ok) off += static_cast<size_t>(n);
+  }
+  if (fd >= 0 && ::close(fd) != 0) ok = false;
+  if (ok && ::rename(tmp.c_str(), path.c_str()) == 0) return absl::OkStatus();
+  std::string err = std::strerror(errno);
+  ::unlink(tmp.c_str());
+  return absl::FailedPreconditionError(absl::StrCat("cannot write ", path, ": ", err));
+}
+
+std::string Pem(absl::string_view type, absl::string_view der) {
+  std::string b64 = absl::Base64Escape(der);
+  std::string out = absl::StrCat("-----BEGIN ", type, "-----\n");
+  for (size_t i = 0; i < b64.size(); i += 64) absl::StrAppend(&out, b64.substr(i, 64), "\n");
+  absl::StrAppend(&out, "-----END ", type, "-----\n");
+  return out;
+}
+
+std::string Rfc3339(int64_t unix_seconds) {
+  return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::FromUnixSeconds(unix_seconds), absl::UTCTimeZone());
+}
+
+const char* RoleName(v1::CertificateRole role) {
+  switch (role) {
+    case v1::CERTIFICATE_ROLE_KEY: return "key";
+    case v1::CERTIFICATE_ROLE_CHAIN: return "chain";
+    case v1::CERTIFICATE_ROLE_CORRESPONDENT: return "correspondent";
+    default: return "unknown";
+  }
+}
+
+void PrintImported(const v1::ImportedCertificate& c) {
+  std::string who = absl::StrCat("\"", c.subject(), "\"",
+                                 c.emails().empty() ? "" : absl::StrCat(" <", absl::StrJoin(c.emails(), ", "), ">"));
+  if (!c.created()) {
+    std::cout << "certificate " << who << " is already on the token; nothing changed\n";
+  } else if (c.role() == v1::CERTIFICATE_ROLE_KEY) {
+    std::cout << "stored certificate " << who << " for key \"" << c.key().label() << "\" (id "
+              << absl::BytesToHexString(c.id()) << "), valid until " << Rfc3339(c.not_after().seconds()) << "\n";
+  } else if (c.role() == v1::CERTIFICATE_ROLE_CHAIN) {
+    std::cout << "stored CA certificate " << who << " as a chain certificate\n";
+  } else {
+    std::cout << "stored certificate " << who
+              << " as a correspondent (contact) certificate: its key is not on the token\n";
+  }
+  for (const std::string& w : c.warnings()) std::cerr << "smimectl: warning: " << w << "\n";
+}
+
+nlohmann::json ImportedJson(const v1::ImportedCertificate& c) {
+  nlohmann::json j = {
+      {"role", RoleName(c.role())},
+      {"created", c.created()},
+      {"subject", c.subject()},
+      {"emails", std::vector<std::string>(c.emails().begin(), c.emails().end())},
+      {"not_before", Rfc3339(c.not_before().seconds())},
+      {"not_after", Rfc3339(c.not_after().seconds())},
+      {"id", absl::BytesToHexString(c.id())},
+      {"label", c.label()},
+      {"sha256_fingerprint", c.sha256_fingerprint()},
+      {"warnings", std::vector<std::string>(c.warnings().begin(), c.warnings().end())},
+  };
+  if (c.has_key()) j["key_uri"] = c.key().uri();
+  return j;
+}
+
+nlohmann::json RecordJson(const v1::DnsRecord& r) {
+  return {{"name", r.name()}, {"type", r.type()}, {"rdata", r.rdata()}, {"zone_line", r.zone_line()}};
+}
+
+nlohmann::json PublicationJson(const v1::DescribePublicationResponse& resp) {
+  nlohmann::json pubs = nlohmann::json::array();
+  for (const auto& p : resp.publications()) {
+    nlohmann::json j = {
+        {"email", p.email()},
+        {"well_known_file", p.well_known_file()},
+        {"url", p.url()},
+        {"smimea",
+         {{"name", p.smimea().name()},
+          {"usage", p.smimea_usage()},
+          {"selector", p.smimea_selector()},
+          {"matching_type", p.smimea_matching_type()},
+          {"data", p.smimea_data()},
+          {"zone_line", p.smimea().zone_line()}}},
+    };
+    if (p.has_txt()) j["txt"] = RecordJson(p.txt());
+    pubs.push_back(std::move(j));
+  }
+  return {{"subject", resp.subject()},
+          {"publications", std::move(pubs)},
+          {"certificate_pem", resp.certificate_pem()},
+          {"warnings", std::vector<std::string>(resp.warnings().begin(), resp.warnings().end())}};
+}
+
+// Zone-file text a person can paste: comments start with ';'.
+void PrintPublication(const v1::DescribePublicationResponse& resp) {
+  std::cout << "; certificate \"" << resp.subject() << "\"\n";
+  for (const auto& p : resp.publications()) {
+    std::cout << ";\n; " << p.email() << "\n";
+    if (!p.url().empty()) {
+      std::cout << "; https: serve the PEM certificate as .well-known/smime/" << p.well_known_file() << " at\n;   "
+                << p.url() << "\n";
+    }
+    if (p.has_txt()) std::cout << p.txt().zone_line() << "\n";
+    std::cout << p.smimea().zone_line() << "\n";
+  }
+}
+
+}  // namespace
+
+std::unique_ptr<LifecycleCommands> LifecycleCommands::Add(CLI::App& app) {
+  std::unique_ptr<LifecycleCommands> c(new LifecycleCommands());
+  const char* kKeyHelp = "email, label, hex id or pkcs11: URI";
+
+  c->csr_ = app.add_subcommand("csr", "make a PKCS#10 certificate request signed by a token key");
+  c->csr_->add_option("--key", c->key_, kKeyHelp)->required();
+  c->csr_->add_option("--subject", c->subject_, "subject as openssl writes it: /CN=Alice Example/O=Example Ltd")
+      ->required();
+  c->csr_->add_option("--email", c->emails_, "email address for subjectAltName (repeatable)")->required();
+  c->csr_->add_option("--out", c->out_, "request file (PEM; '-' for stdout)")->required();
+  c->csr_->add_flag("--der", c->der_, "DER instead of PEM");
+
+  c->import_ = app.add_subcommand(
+      "import-cert", "store certificates on the token: a key's own, CA (chain) and correspondents' certificates");
+  c->import_->add_option("--in", c->in_, "DER, PEM or PEM bundle")->required();
+  c->import_->add_flag("--json", c->json_, "JSON array for programs");
+
+  c->publish_ = app.add_subcommand("publish", "print the .well-known, TXT and SMIMEA (RFC 8162) records for a certificate");
+  auto* cert = c->publish_->add_option("--cert", c->cert_, "certificate file (DER or PEM)");
+  auto* key = c->publish_->add_option("--key", c->key_, "publish this token key's certificate instead");
+  cert->excludes(key);
+  key->excludes(cert);
+  c->publish_->add_option("--url-base", c->url_base_,
+                          "where the files are served (default https://DOMAIN/.well-known/smime/)");
+  c->publish_->add_flag("--full", c->full_, "SMIMEA 3 0 0 with the whole certificate instead of 3 1 1");
+  c->publish_->add_flag("--json", c->json_, "JSON for programs");
+  return c;
+}
+
+bool LifecycleCommands::Selected() const { return csr_->parsed() || import_->parsed() || publish_->parsed(); }
+
+int LifecycleCommands::Run(const std::string& socket_path, absl::Duration timeout) {
+  absl::Status status = [&]() -> absl::Status {
+    if (publish_->parsed() && cert_.empty() && key_.empty()) {
+      return absl::InvalidArgumentError("publish needs --cert FILE or --key SEL");
+    }
+    auto client = LifecycleClient::Connect(socket_path, timeout);
+    if (!client.ok()) return client.status();
+    if (csr_->parsed()) {
+      auto resp = (*client)->CreateCsr(TextSelector(key_), subject_, emails_);
+      if (!resp.ok()) return resp.status();
+      if (absl::Status st = WriteFile(out_, der_ ? resp->csr_der() : Pem("CERTIFICATE REQUEST", resp->csr_der()));
+          !st.ok()) {
+        return st;
+      }
+      std::cerr << "smimectl: request for key \"" << resp->key().label() << "\" (id "
+                << absl::BytesToHexString(resp->key().id()) << ") signed on the token\n";
+    } else if (import_->parsed()) {
+      auto data = ReadFile(in_, kMaxCertificateFileBytes);
+      if (!data.ok()) return data.status();
+      auto resp = (*client)->ImportCertificates(*data);
+      if (!resp.ok()) return resp.status();
+      if (json_) {
+        nlohmann::json arr = nlohmann::json::array();
+        for (const auto& c : resp->certificates()) arr.push_back(ImportedJson(c));
+        std::cout << arr.dump(2) << "\n";
+        for (const auto& c : resp->certificates()) {
+          for (const std::string& w : c.warnings()) std::cerr << "smimectl: warning: " << w << "\n";
+        }
+      } else {
+        for (const auto& c : resp->certificates()) PrintImported(c);
+      }
+    } else if (publish_->parsed()) {
+      v1::DescribePublicationRequest req;
+      if (!cert_.empty()) {
+        auto data = ReadFile(cert_, kMaxCertificateFileBytes);
+        if (!data.ok()) return data.status();
+        req.set_certificate(*data);
+      } else {
+        *req.mutable_key() = TextSelector(key_);
+      }
+      req.set_url_base(url_base_);
+      req.set_full(full_);
+      auto resp = (*client)->DescribePublication(req);
+      if (!resp.ok()) return resp.status();
+      for (const std::string& w : resp->warnings()) std::cerr << "smimectl: warning: " << w << "\n";
+      if (json_) {
+        std::cout << PublicationJson(*resp).dump(2) << "\n";
+      } else {
+        PrintPublication(*resp);
+      }
+    }
+    return absl::OkStatus();
+  }();
+  if (status.ok()) return 0;
+  std::cerr << "smimectl: " << status.message() << "\n";
+  return status.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
+}
+
+}  // namespace smime::client

@@ -1,0 +1,54 @@
+// Certificate objects on a token: finding them and writing them
+// (C_CreateObject). Token::StoreCertificates is the public door; these
+// helpers take a session handle and stay inside tokens/.
+#ifndef SMIME_TOKENS_OBJECTS_H_
+#define SMIME_TOKENS_OBJECTS_H_
+
+#include <openssl/x509.h>
+#include <p11-kit/pkcs11.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "tokens/module.h"
+
+namespace smime::tokens {
+
+// PKCS#11 2.40 CKA_CERTIFICATE_CATEGORY values (p11-kit's header names the
+// attribute, not its values).
+enum class CertificateCategory : CK_ULONG {
+  kUnspecified = 0,
+  kTokenUser = 1,    // the token holds the private key
+  kAuthority = 2,    // a CA certificate
+  kOtherEntity = 3,  // someone else's (a correspondent's) certificate
+};
+
+// A certificate to store as a public CKO_CERTIFICATE token object.
+struct CertificateToStore {
+  std::shared_ptr<X509> cert;
+  std::string id;     // CKA_ID, raw bytes
+  std::string label;  // CKA_LABEL
+  CertificateCategory category = CertificateCategory::kUnspecified;
+};
+
+namespace internal {
+
+// Every object matching `tmpl`; C_FindObjectsFinal runs whatever happens.
+absl::StatusOr<std::vector<CK_OBJECT_HANDLE>> FindObjectsMatching(Module& m, CK_SESSION_HANDLE s,
+                                                                  std::vector<CK_ATTRIBUTE> tmpl);
+
+// The CKA_VALUE (DER) of every X.509 certificate object the session sees.
+absl::StatusOr<std::vector<std::string>> CertificateValues(Module& m, CK_SESSION_HANDLE s);
+
+// Creates `c` as a token object: CKA_TOKEN true, CKA_PRIVATE false,
+// CKA_SUBJECT/ISSUER/SERIAL_NUMBER/VALUE from the certificate. A token that
+// does not know CKA_CERTIFICATE_CATEGORY gets the object without it.
+absl::StatusOr<CK_OBJECT_HANDLE> CreateCertificateObject(Module& m, CK_SESSION_HANDLE s,
+                                                         const CertificateToStore& c);
+
+}  // namespace internal
+}  // namespace smime::tokens
+
+#endif  // SMIME_TOKENS_OBJECTS_H_
