@@ -120,6 +120,8 @@ struct Options {
   std::vector<std::string> ops;
   int warmup_ops = 5;
   int64_t max_ops = 1'000'000;
+  // Size of the one-shot large-message S/MIME run (0: skip it).
+  int large_mib = 50;
   bool json = false;
   std::string module = SMIME_SOFTHSM_MODULE;
   std::string agent = SMIME_AGENT_BIN;
@@ -983,6 +985,107 @@ std::vector<Target> EvaluateTargets(const std::vector<Comparison>& comparisons) 
 
 // ---------------------------------------------------------------------------
 
+// One large message through the agent, timed once, with the agent's peak
+// resident memory (VmHWM, monotonic over its life) read after it.
+struct LargeResult {
+  std::string operation;
+  std::string path;
+  size_t bytes = 0;
+  double seconds = 0;
+  double agent_peak_rss_mib = -1;  // -1: not applicable or unreadable
+};
+
+std::string CertificateDer(X509* cert) {
+  unsigned char* der = nullptr;
+  int len = i2d_X509(cert, &der);
+  std::string out(len > 0 ? reinterpret_cast<char*>(der) : "", len > 0 ? static_cast<size_t>(len) : 0);
+  OPENSSL_free(der);
+  return out;
+}
+
+double PeakRssMib(pid_t pid) {
+  std::ifstream status(absl::StrCat("/proc/", pid, "/status"));
+  std::string line;
+  while (std::getline(status, line)) {
+    if (absl::StartsWith(line, "VmHWM:")) {
+      return std::strtod(line.c_str() + 6, nullptr) / 1024.0;  // kB
+    }
+  }
+  return -1;
+}
+
+absl::StatusOr<std::vector<LargeResult>> RunLarge(const SmimeFixture& fx, const std::string& socket,
+                                                  pid_t agent_pid, size_t bytes) {
+  std::cerr << "smime-agent-bench: large message, " << (bytes >> 20) << " MiB\n";
+  ASSIGN_OR_RETURN(std::unique_ptr<client::AgentClient> c,
+                   client::AgentClient::Connect(socket, absl::Minutes(5)));
+  const std::string entity = MakeEntity(bytes);
+  std::vector<LargeResult> out;
+  out.push_back({"agent peak RSS before", "agent", 0, 0, PeakRssMib(agent_pid)});
+  auto timed = [&](const std::string& op, const std::string& path,
+                   const std::function<absl::StatusOr<std::string>()>& call,
+                   const std::function<absl::Status(const std::string&)>& check) -> absl::Status {
+    const Clock::time_point t0 = Clock::now();
+    absl::StatusOr<std::string> result = call();
+    const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+    if (!result.ok()) return absl::Status(result.status().code(), absl::StrCat(op, " via ", path, ": ",
+                                                                               result.status().message()));
+    RETURN_IF_ERROR(check(*result));
+    out.push_back({op, path, bytes, seconds, path == "agent" ? PeakRssMib(agent_pid) : -1});
+    return absl::OkStatus();
+  };
+  auto check_signed = [&](const std::string& smime) { return CheckSigned(fx, smime, entity); };
+  v1::SignOptions sign_options;
+  *sign_options.mutable_key() = client::TextSelector("alice");
+  RETURN_IF_ERROR(timed("smime-sign", "in_process",
+                        [&] { return fx.provider->Sign(fx.key.get(), fx.cert.get(), entity); },
+                        check_signed));
+  RETURN_IF_ERROR(timed("smime-sign", "agent", [&] { return c->SignMessage(sign_options, entity); },
+                        check_signed));
+  v1::EncryptOptions encrypt_options;
+  encrypt_options.add_recipients(CertificateDer(fx.cert.get()));
+  std::string encrypted;
+  RETURN_IF_ERROR(timed(
+      "smime-encrypt", "agent", [&] { return c->EncryptMessage(encrypt_options, entity); },
+      [&](const std::string& e) {
+        encrypted = e;
+        return absl::OkStatus();
+      }));
+  auto check_plain = [&](const std::string& plain) {
+    return plain == entity ? absl::OkStatus()
+                           : absl::DataLossError("the decrypted large message differs");
+  };
+  RETURN_IF_ERROR(timed("smime-decrypt", "in_process",
+                        [&] { return fx.provider->Decrypt(fx.key.get(), fx.cert.get(), encrypted); },
+                        check_plain));
+  RETURN_IF_ERROR(timed(
+      "smime-decrypt", "agent",
+      [&]() -> absl::StatusOr<std::string> {
+        ASSIGN_OR_RETURN(client::AgentClient::Decrypted d, c->DecryptMessage(encrypted));
+        return std::move(d.content);
+      },
+      check_plain));
+  return out;
+}
+
+void PrintLarge(const std::vector<LargeResult>& large) {
+  if (large.empty()) return;
+  std::cout << "\nlarge message, one call each (agent peak RSS: VmHWM after the call, over the "
+               "agent's life)\n";
+  for (const LargeResult& r : large) {
+    if (r.bytes == 0) {
+      std::cout << absl::StrFormat("  %-40s %8.1f MiB\n", r.operation, r.agent_peak_rss_mib);
+      continue;
+    }
+    std::cout << absl::StrFormat("  %-14s %-10s %4d MiB %8.2f s", r.operation, r.path,
+                                 static_cast<int>(r.bytes >> 20), r.seconds);
+    if (r.agent_peak_rss_mib >= 0) {
+      std::cout << absl::StrFormat("   agent peak RSS %6.1f MiB", r.agent_peak_rss_mib);
+    }
+    std::cout << "\n";
+  }
+}
+
 absl::Status RunBenchmark(const Options& options, int argc, char** argv) {
   // Before anything is made: a wrong path should not cost a key generation.
   for (const std::string& program : {options.make_token, options.agent}) {
@@ -1033,8 +1136,8 @@ absl::Status RunBenchmark(const Options& options, int argc, char** argv) {
       std::shared_ptr<const tokens::Key> ec,
       token->GenerateKey(tokens::KeySpec::kEcP256, kEcLabel, absl::Now() + absl::Minutes(1)));
   ASSIGN_OR_RETURN(std::vector<Workload> workloads, MakeWorkloads(token.get(), rsa, ec));
+  auto fx = std::make_shared<SmimeFixture>();
   {
-    auto fx = std::make_shared<SmimeFixture>();
     // pkcs11-provider takes the PIN file as it is: no trailing newline.
     ASSIGN_OR_RETURN(tokens::SecretBuffer raw_pin, tokens::ReadPinFile(dir->File("pin")));
     {
@@ -1112,15 +1215,30 @@ absl::Status RunBenchmark(const Options& options, int argc, char** argv) {
     }
   }
   const std::vector<Target> targets = EvaluateTargets(comparisons);
+  std::vector<LargeResult> large;
+  if (options.large_mib > 0 && !stop_requested) {
+    ASSIGN_OR_RETURN(large, RunLarge(*fx, client_sockets[0], agent->pid(),
+                                     static_cast<size_t>(options.large_mib) << 20));
+  }
 
   if (int code = agent->Stop(); code != 0) {
     std::cerr << "smime-agent-bench: warning: the agent exited with code " << code
               << " on SIGTERM\n";
   }
   if (options.json) {
-    std::cout << ToJson(env, options, cells, comparisons, targets).dump(2) << "\n";
+    nlohmann::ordered_json doc = ToJson(env, options, cells, comparisons, targets);
+    nlohmann::ordered_json& big = doc["large_message"] = nlohmann::ordered_json::array();
+    for (const LargeResult& r : large) {
+      big.push_back({{"operation", r.operation},
+                     {"path", r.path},
+                     {"bytes", r.bytes},
+                     {"seconds", Round(r.seconds, 3)},
+                     {"agent_peak_rss_mib", Round(r.agent_peak_rss_mib, 1)}});
+    }
+    std::cout << doc.dump(2) << "\n";
   } else {
     PrintTable(env, options, comparisons, targets);
+    PrintLarge(large);
   }
   return absl::OkStatus();
 }
@@ -1142,6 +1260,9 @@ int Main(int argc, char** argv) {
       ->check(CLI::PositiveNumber);
   app.add_option("--ops", options.ops, "operations to run (default: all), e.g. p256-sign")
       ->delimiter(',');
+  app.add_option("--large-mib", options.large_mib,
+                 "size of the one-shot large-message S/MIME run, MiB (0: skip)")
+      ->check(CLI::Range(0, 60));
   app.add_flag("--json", options.json, "print a JSON document instead of the table");
   app.add_option("--module", options.module, "SoftHSM2 PKCS#11 module");
   app.add_option("--agent", options.agent, "smime-agent binary to start");
