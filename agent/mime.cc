@@ -1,5 +1,7 @@
 #include "agent/mime.h"
 
+#include <algorithm>
+#include <cstring>
 #include <vector>
 
 #include "absl/strings/ascii.h"
@@ -11,21 +13,36 @@ namespace smime::agent {
 
 void CrlfCanonicalizer::Append(absl::string_view in, std::string* out) {
   out->reserve(out->size() + in.size() + in.size() / 32);
-  size_t run = 0;  // start of bytes copied as they are
-  for (size_t i = 0; i < in.size(); ++i) {
-    char c = in[i];
-    if (c != '\r' && c != '\n') {
-      last_was_cr_ = false;
-      continue;
-    }
-    out->append(in.data() + run, i - run);
-    run = i + 1;
+  const char* const begin = in.data();
+  const char* const end = begin + in.size();
+  // The next CR and LF, found with memchr (whole lines at a time: this runs
+  // over every byte of every message, twice when signing).
+  auto find = [end](const char* from, char c) {
+    const void* hit = std::memchr(from, c, static_cast<size_t>(end - from));
+    return hit != nullptr ? static_cast<const char*>(hit) : end;
+  };
+  const char* next_cr = find(begin, '\r');
+  const char* next_lf = find(begin, '\n');
+  const char* run = begin;  // start of bytes copied as they are
+  while (true) {
+    const char* at = std::min(next_cr, next_lf);
+    if (at == end) break;
+    if (at != run) last_was_cr_ = false;  // ordinary bytes came between
+    out->append(run, static_cast<size_t>(at - run));
+    const char c = *at;
     // A CR is written as CRLF at once; an LF right after it (maybe in the
     // next piece) is then the rest of that line end.
     if (c == '\r' || !last_was_cr_) out->append("\r\n");
     last_was_cr_ = c == '\r';
+    run = at + 1;
+    if (c == '\r') {
+      next_cr = find(run, '\r');
+    } else {
+      next_lf = find(run, '\n');
+    }
   }
-  out->append(in.data() + run, in.size() - run);
+  if (end != run) last_was_cr_ = false;
+  out->append(run, static_cast<size_t>(end - run));
 }
 
 std::string ToCrlf(absl::string_view text) {
