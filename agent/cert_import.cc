@@ -3,6 +3,9 @@
 #include <openssl/asn1.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
+#include <openssl/pkcs12.h>
+
+#include <cstring>
 #include <openssl/x509v3.h>
 
 #include "absl/strings/ascii.h"
@@ -12,6 +15,7 @@
 #include "common/log.h"
 #include "common/status_macros.h"
 #include "tokens/certificate.h"
+#include "tokens/objects.h"
 #include "tokens/ossl.h"
 
 namespace smime::agent {
@@ -211,6 +215,220 @@ absl::StatusOr<std::vector<ImportedCertificate>> CertificateImporter::Import(abs
     }
   }
   return out;
+}
+
+}  // namespace smime::agent
+
+namespace smime::agent {
+namespace {
+
+// What was found in a PKCS#12 file's bags.
+struct Pkcs12Contents {
+  std::vector<SslPtr<EVP_PKEY>> keys;
+  std::string key_name;  // friendlyName of the (first) key bag
+  std::vector<CertPtr> certs;
+  std::vector<std::string> cert_names;
+};
+
+std::string FriendlyName(const PKCS12_SAFEBAG* bag) {
+  char* name = PKCS12_get_friendlyname(const_cast<PKCS12_SAFEBAG*>(bag));
+  if (name == nullptr) return "";
+  std::string out(name);
+  OPENSSL_free(name);
+  return out;
+}
+
+absl::Status ReadBags(const STACK_OF(PKCS12_SAFEBAG) * bags, const char* pass, int passlen, int depth,
+                      Pkcs12Contents& out) {
+  for (int i = 0; i < sk_PKCS12_SAFEBAG_num(bags); ++i) {
+    const PKCS12_SAFEBAG* bag = sk_PKCS12_SAFEBAG_value(bags, i);
+    switch (PKCS12_SAFEBAG_get_nid(bag)) {
+      case NID_keyBag:
+      case NID_pkcs8ShroudedKeyBag: {
+        PKCS8_PRIV_KEY_INFO* p8 = nullptr;
+        bool shrouded = PKCS12_SAFEBAG_get_nid(bag) == NID_pkcs8ShroudedKeyBag;
+        if (shrouded) {
+          p8 = PKCS12_decrypt_skey(bag, pass, passlen);
+          if (p8 == nullptr) {
+            ClearSslErrors();
+            return absl::InvalidArgumentError(
+                "the PKCS#12 private key cannot be decrypted (wrong PKCS#12 password, or an unsupported cipher)");
+          }
+        }
+        const PKCS8_PRIV_KEY_INFO* info = shrouded ? p8 : PKCS12_SAFEBAG_get0_p8inf(bag);
+        EVP_PKEY* key = info != nullptr ? EVP_PKCS82PKEY(info) : nullptr;
+        // The ASN.1 free of PKCS8_PRIV_KEY_INFO clears its key octets.
+        PKCS8_PRIV_KEY_INFO_free(p8);
+        if (key == nullptr) {
+          ClearSslErrors();
+          return absl::InvalidArgumentError("the PKCS#12 private key is malformed or of an unsupported type");
+        }
+        if (out.keys.empty()) out.key_name = FriendlyName(bag);
+        out.keys.emplace_back(key);
+        break;
+      }
+      case NID_certBag: {
+        if (PKCS12_SAFEBAG_get_bag_nid(bag) != NID_x509Certificate) break;
+        X509* cert = PKCS12_SAFEBAG_get1_cert(bag);
+        if (cert == nullptr) {
+          ClearSslErrors();
+          return absl::InvalidArgumentError("a certificate in the PKCS#12 file is malformed");
+        }
+        out.certs.emplace_back(cert, X509_free);
+        out.cert_names.push_back(FriendlyName(bag));
+        break;
+      }
+      case NID_safeContentsBag:
+        if (depth > 3) return absl::InvalidArgumentError("the PKCS#12 file nests bags too deeply");
+        RETURN_IF_ERROR(ReadBags(PKCS12_SAFEBAG_get0_safes(bag), pass, passlen, depth + 1, out));
+        break;
+      default:
+        break;  // CRL and secret bags: not ours to import
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Pkcs12Contents> ParsePkcs12(absl::string_view data, const tokens::SecretBuffer& password) {
+  if (data.size() > kMaxPkcs12FileBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("the PKCS#12 file is larger than ", kMaxPkcs12FileBytes, " bytes"));
+  }
+  ClearSslErrors();
+  const unsigned char* p = reinterpret_cast<const unsigned char*>(data.data());
+  SslPtr<PKCS12> p12(d2i_PKCS12(nullptr, &p, static_cast<long>(data.size())));
+  if (!p12) {
+    ClearSslErrors();
+    return absl::InvalidArgumentError("the file is not PKCS#12 (DER, as openssl pkcs12 -export writes it)");
+  }
+  // NUL-terminated copy for OpenSSL's char* interface; wiped on return.
+  std::vector<char> pass(password.size() + 1, '\0');
+  std::memcpy(pass.data(), password.data(), password.size());
+  struct Wipe {
+    std::vector<char>* v;
+    ~Wipe() { OPENSSL_cleanse(v->data(), v->size()); }
+  } wipe{&pass};
+  const int passlen = static_cast<int>(password.size());
+  if (PKCS12_mac_present(p12.get()) && PKCS12_verify_mac(p12.get(), pass.data(), passlen) != 1) {
+    ClearSslErrors();
+    return absl::InvalidArgumentError("wrong PKCS#12 password");
+  }
+  STACK_OF(PKCS7)* safes = PKCS12_unpack_authsafes(p12.get());
+  if (safes == nullptr) {
+    ClearSslErrors();
+    return absl::InvalidArgumentError("the PKCS#12 file is malformed (no readable contents)");
+  }
+  Pkcs12Contents out;
+  absl::Status st;
+  for (int i = 0; st.ok() && i < sk_PKCS7_num(safes); ++i) {
+    PKCS7* p7 = sk_PKCS7_value(safes, i);
+    STACK_OF(PKCS12_SAFEBAG)* bags = nullptr;
+    int nid = OBJ_obj2nid(p7->type);
+    if (nid == NID_pkcs7_data) {
+      bags = PKCS12_unpack_p7data(p7);
+    } else if (nid == NID_pkcs7_encrypted) {
+      bags = PKCS12_unpack_p7encdata(p7, pass.data(), passlen);
+    } else {
+      continue;
+    }
+    if (bags == nullptr) {
+      unsigned long err = ERR_peek_last_error();
+      ClearSslErrors();
+      st = absl::InvalidArgumentError(absl::StrCat(
+          "the PKCS#12 file's contents cannot be decrypted",
+          ERR_GET_REASON(err) == ERR_R_UNSUPPORTED || ERR_GET_LIB(err) == ERR_LIB_EVP
+              ? " (a cipher OpenSSL does not offer here; is the legacy provider loaded?)"
+              : ""));
+      break;
+    }
+    st = ReadBags(bags, pass.data(), passlen, 0, out);
+    sk_PKCS12_SAFEBAG_pop_free(bags, PKCS12_SAFEBAG_free);
+  }
+  sk_PKCS7_pop_free(safes, PKCS7_free);
+  RETURN_IF_ERROR(st);
+  return out;
+}
+
+}  // namespace
+
+absl::StatusOr<ImportedPkcs12> CertificateImporter::ImportPkcs12(absl::string_view data,
+                                                                 const tokens::SecretBuffer& password,
+                                                                 absl::Time now, absl::Time deadline) {
+  ASSIGN_OR_RETURN(Pkcs12Contents contents, ParsePkcs12(data, password));
+  if (contents.keys.empty()) {
+    return absl::InvalidArgumentError(
+        "the PKCS#12 file holds no private key; import its certificates with import-cert");
+  }
+  if (contents.keys.size() > 1) {
+    return absl::InvalidArgumentError(absl::StrCat("the PKCS#12 file holds ", contents.keys.size(),
+                                                   " private keys; import-p12 takes files with one key"));
+  }
+  SslPtr<EVP_PKEY> key = std::move(contents.keys.front());
+  if (!EVP_PKEY_is_a(key.get(), "RSA") && !EVP_PKEY_is_a(key.get(), "EC")) {
+    return absl::InvalidArgumentError(absl::StrCat("the PKCS#12 key is ", EVP_PKEY_get0_type_name(key.get()),
+                                                   "; only RSA and EC keys are supported"));
+  }
+  size_t own = contents.certs.size();
+  for (size_t i = 0; i < contents.certs.size(); ++i) {
+    if (EVP_PKEY_eq(X509_get0_pubkey(contents.certs[i].get()), key.get()) == 1) {
+      own = i;
+      break;
+    }
+  }
+  ClearSslErrors();
+  if (own == contents.certs.size()) {
+    return absl::InvalidArgumentError("the PKCS#12 file holds no certificate for its private key");
+  }
+  // The key's certificate first, then the others in file order.
+  std::vector<CertPtr> certs = {contents.certs[own]};
+  for (size_t i = 0; i < contents.certs.size(); ++i) {
+    if (i != own) certs.push_back(contents.certs[i]);
+  }
+  ASSIGN_OR_RETURN(std::string key_id, tokens::KeyIdForPublicKey(key.get()));
+  tokens::CertificateSummary own_summary = tokens::Summarize(certs[0].get());
+  std::string label = contents.key_name;
+  if (label.empty()) label = contents.cert_names[own];
+  if (label.empty() && !own_summary.emails.empty()) label = own_summary.emails.front();
+  if (label.empty()) label = CommonName(certs[0].get());
+  if (label.empty()) label = "imported";
+  if (label.size() > 128) label.resize(128);
+
+  std::vector<ImportedCertificate> out;
+  std::vector<tokens::CertificateToStore> store;
+  for (size_t i = 0; i < certs.size(); ++i) {
+    X509* cert = certs[i].get();
+    auto verdict = CheckCertificatePolicy(cert, CertUse::kImport, now);
+    if (!verdict.ok()) {
+      return absl::Status(verdict.status().code(),
+                          absl::StrCat(i == 0 ? "the key's certificate" : "a chain certificate",
+                                       " in the PKCS#12 file: ", verdict.status().message()));
+    }
+    tokens::CertificateSummary s = tokens::Summarize(cert);
+    ImportedCertificate imp;
+    imp.cert = certs[i];
+    imp.warnings = std::move(verdict->warnings);
+    tokens::CertificateCategory category;
+    if (i == 0) {
+      imp.role = ImportedCertificate::Role::kKey;
+      imp.id = key_id;
+      imp.label = label;
+      category = tokens::CertificateCategory::kTokenUser;
+    } else {
+      imp.role = s.is_ca ? ImportedCertificate::Role::kChain : ImportedCertificate::Role::kCorrespondent;
+      imp.id = KeyBitsSha1(cert);
+      imp.label = (!s.is_ca && !s.emails.empty()) ? s.emails.front() : CommonName(cert);
+      if (imp.label.empty()) imp.label = s.subject;
+      category = s.is_ca ? tokens::CertificateCategory::kAuthority : tokens::CertificateCategory::kOtherEntity;
+    }
+    store.push_back({certs[i], imp.id, imp.label, category});
+    out.push_back(std::move(imp));
+  }
+  absl::MutexLock lock(&mu_);
+  auto imported = token_->ImportKey(key.get(), label, store, deadline);
+  key.reset();  // the software key's last use
+  if (!imported.ok()) return imported.status();
+  for (size_t i = 0; i < out.size(); ++i) out[i].created = imported->created[i];
+  out[0].key = imported->key;
+  return ImportedPkcs12{imported->key, std::move(out)};
 }
 
 }  // namespace smime::agent

@@ -39,6 +39,16 @@ struct ImportedCertificate {
   std::vector<std::string> warnings;
 };
 
+// What a PKCS#12 import wrote.
+struct ImportedPkcs12 {
+  std::shared_ptr<const tokens::Key> key;  // the key, after the import
+  // The key's certificate first, then the chain, as in the file.
+  std::vector<ImportedCertificate> certificates;
+};
+
+// Largest PKCS#12 file accepted.
+inline constexpr size_t kMaxPkcs12FileBytes = size_t{1} << 20;
+
 class CertificateImporter {
  public:
   explicit CertificateImporter(tokens::Token* token) : token_(token) {}
@@ -48,6 +58,18 @@ class CertificateImporter {
   // certificate before anything is written; one refusal refuses the file.
   absl::StatusOr<std::vector<ImportedCertificate>> Import(absl::string_view data, absl::Time now,
                                                           absl::Time deadline);
+
+  // Imports the one private key of a PKCS#12 file (DER; modern PBES2/AES or
+  // legacy RC2/3DES, which needs OpenSSL's legacy provider loaded) with its
+  // certificate and chain (Token::ImportKey: all or nothing). The key's
+  // certificate must pass the policy (CertUse::kImport; expired: warning).
+  // Label: the key's friendlyName, else the certificate's, else its first
+  // email. INVALID_ARGUMENT for "wrong PKCS#12 password", a file that is not
+  // PKCS#12, with no key or several, or without the key's certificate;
+  // ALREADY_EXISTS when the key is on the token. Decrypted key bytes are
+  // wiped and the EVP_PKEY freed before returning.
+  absl::StatusOr<ImportedPkcs12> ImportPkcs12(absl::string_view data, const tokens::SecretBuffer& password,
+                                              absl::Time now, absl::Time deadline);
 
  private:
   tokens::Token* token_;

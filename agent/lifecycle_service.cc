@@ -40,6 +40,21 @@ v1::CertificateRole ToProto(ImportedCertificate::Role role) {
   return v1::CERTIFICATE_ROLE_UNSPECIFIED;
 }
 
+void ToProto(const ImportedCertificate& c, const std::string& token_label, v1::ImportedCertificate* out) {
+  tokens::CertificateSummary s = tokens::Summarize(c.cert.get());
+  out->set_role(ToProto(c.role));
+  out->set_created(c.created);
+  out->set_subject(s.subject);
+  for (const std::string& e : s.emails) out->add_emails(e);
+  out->mutable_not_before()->set_seconds(s.not_before);
+  out->mutable_not_after()->set_seconds(s.not_after);
+  out->set_id(c.id);
+  out->set_label(c.label);
+  if (c.key) agent::ToProto(*c.key, token_label, out->mutable_key());
+  for (const std::string& w : c.warnings) out->add_warnings(w);
+  out->set_sha256_fingerprint(Sha256Hex(tokens::CertificateDer(c.cert.get())));
+}
+
 void ToProto(const DnsRecord& r, v1::DnsRecord* out) {
   if (r.name.empty()) return;
   out->set_name(r.name);
@@ -121,22 +136,26 @@ grpc::Status LifecycleService::ImportCertificates(grpc::ServerContext* ctx,
     ASSIGN_OR_RETURN(std::vector<ImportedCertificate> imported,
                      importer_.Import(req->certificates(), absl::Now(), Deadline(*ctx)));
     for (const ImportedCertificate& c : imported) {
-      tokens::CertificateSummary s = tokens::Summarize(c.cert.get());
-      v1::ImportedCertificate* out = resp->add_certificates();
-      out->set_role(ToProto(c.role));
-      out->set_created(c.created);
-      out->set_subject(s.subject);
-      for (const std::string& e : s.emails) out->add_emails(e);
-      out->mutable_not_before()->set_seconds(s.not_before);
-      out->mutable_not_after()->set_seconds(s.not_after);
-      out->set_id(c.id);
-      out->set_label(c.label);
-      if (c.key) {
-        agent::ToProto(*c.key, token_->label(), out->mutable_key());
-        audit.set_key(c.key->uri());
-      }
-      for (const std::string& w : c.warnings) out->add_warnings(w);
-      out->set_sha256_fingerprint(Sha256Hex(tokens::CertificateDer(c.cert.get())));
+      ToProto(c, token_->label(), resp->add_certificates());
+      if (c.key) audit.set_key(c.key->uri());
+    }
+    return absl::OkStatus();
+  });
+}
+
+grpc::Status LifecycleService::ImportPkcs12(grpc::ServerContext* ctx, const v1::ImportPkcs12Request* req,
+                                            v1::ImportPkcs12Response* resp) {
+  // Private key bytes pass through here on their way to the token.
+  return Audited(*ctx, "import_p12", "-", [&](AuditRecord& audit) -> absl::Status {
+    audit.set_mechanism("pkcs12");
+    tokens::SecretBuffer password(req->password().data(), req->password().size());
+    ASSIGN_OR_RETURN(ImportedPkcs12 imported,
+                     importer_.ImportPkcs12(req->pkcs12(), password, absl::Now(), Deadline(*ctx)));
+    password.Wipe();
+    audit.set_key(imported.key->uri());
+    agent::ToProto(*imported.key, token_->label(), resp->mutable_key());
+    for (const ImportedCertificate& c : imported.certificates) {
+      ToProto(c, token_->label(), resp->add_certificates());
     }
     return absl::OkStatus();
   });

@@ -25,6 +25,8 @@ class LifecycleService final : public v1::Lifecycle::Service {
                          v1::CreateCsrResponse* resp) override;
   grpc::Status ImportCertificates(grpc::ServerContext* ctx, const v1::ImportCertificatesRequest* req,
                                   v1::ImportCertificatesResponse* resp) override;
+  grpc::Status ImportPkcs12(grpc::ServerContext* ctx, const v1::ImportPkcs12Request* req,
+                            v1::ImportPkcs12Response* resp) override;
   grpc::Status DescribePublication(grpc::ServerContext* ctx, const v1::DescribePublicationRequest* req,
                                    v1::DescribePublicationResponse* resp) override;
 

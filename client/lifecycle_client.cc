@@ -1,5 +1,6 @@
 #include "client/lifecycle_client.h"
 
+#include <openssl/crypto.h>
 #include <sys/stat.h>
 
 #include <chrono>
@@ -69,6 +70,21 @@ absl::StatusOr<v1::ImportCertificatesResponse> LifecycleClient::ImportCertificat
   req.set_certificates(std::string(certificates));
   v1::ImportCertificatesResponse resp;
   if (absl::Status st = Convert(stub_->ImportCertificates(&ctx, req, &resp)); !st.ok()) return st;
+  return resp;
+}
+
+absl::StatusOr<v1::ImportPkcs12Response> LifecycleClient::ImportPkcs12(absl::string_view pkcs12,
+                                                                        absl::string_view password) {
+  grpc::ClientContext ctx;
+  Prepare(&ctx);
+  v1::ImportPkcs12Request req;
+  req.set_pkcs12(std::string(pkcs12));
+  req.set_password(std::string(password));
+  v1::ImportPkcs12Response resp;
+  absl::Status st = Convert(stub_->ImportPkcs12(&ctx, req, &resp));
+  // The request's copy of the password: wiped before it is freed.
+  OPENSSL_cleanse(req.mutable_password()->data(), req.password().size());
+  if (!st.ok()) return st;
   return resp;
 }
 

@@ -31,6 +31,8 @@ class LifecycleClient {
                                                   const std::vector<std::string>& emails);
   // Stores the certificates of a DER/PEM file on the token.
   absl::StatusOr<v1::ImportCertificatesResponse> ImportCertificates(absl::string_view certificates);
+  // Writes a PKCS#12 file's key and certificates onto the token.
+  absl::StatusOr<v1::ImportPkcs12Response> ImportPkcs12(absl::string_view pkcs12, absl::string_view password);
   absl::StatusOr<v1::DescribePublicationResponse> DescribePublication(const v1::DescribePublicationRequest& req);
 
  private:

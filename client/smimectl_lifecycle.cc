@@ -1,6 +1,8 @@
 #include "client/smimectl_lifecycle.h"
 
 #include <fcntl.h>
+#include <openssl/crypto.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -11,6 +13,7 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "client/client.h"
 #include "client/lifecycle_client.h"
@@ -56,6 +59,52 @@ absl::Status WriteFile(const std::string& path, const std::string& data) {
   std::string err = std::strerror(errno);
   ::unlink(tmp.c_str());
   return absl::FailedPreconditionError(absl::StrCat("cannot write ", path, ": ", err));
+}
+
+// A password file, read by the rules the agent applies to PIN files
+// (tokens/pin.h, which this layer does not link): a regular file that group
+// and others cannot read or write, owned by this user or root, at most
+// 4096 bytes; one trailing newline (LF or CRLF) dropped; empty refused.
+// The caller wipes the result.
+absl::StatusOr<std::string> ReadPasswordFile(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0) {
+    return absl::FailedPreconditionError(absl::StrCat("cannot open password file ", path, ": ", std::strerror(errno)));
+  }
+  struct stat st;
+  absl::Status bad;
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    bad = absl::FailedPreconditionError(absl::StrCat("password file ", path, " is not a regular file"));
+  } else if ((st.st_mode & 077) != 0) {
+    bad = absl::FailedPreconditionError(absl::StrFormat(
+        "password file %s is accessible by group or others (mode %04o); run: chmod 600 %s", path,
+        st.st_mode & 07777, path));
+  } else if (st.st_uid != ::getuid() && st.st_uid != 0) {
+    bad = absl::FailedPreconditionError(absl::StrCat("password file ", path, " belongs to another user"));
+  } else if (st.st_size > 4096) {
+    bad = absl::InvalidArgumentError(absl::StrCat("password file ", path, " is too large to hold a password"));
+  }
+  if (!bad.ok()) {
+    ::close(fd);
+    return bad;
+  }
+  std::string out(4097, '\0');
+  size_t total = 0;
+  for (;;) {
+    ssize_t n = ::read(fd, out.data() + total, out.size() - 1 - total);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    total += static_cast<size_t>(n);
+    if (total >= out.size() - 1) break;
+  }
+  ::close(fd);
+  size_t len = total;
+  if (len > 0 && out[len - 1] == '\n') --len;
+  if (len > 0 && out[len - 1] == '\r') --len;
+  OPENSSL_cleanse(out.data() + len, out.size() - len);
+  out.resize(len);
+  if (out.empty()) return absl::InvalidArgumentError(absl::StrCat("password file ", path, " is empty"));
+  return out;
 }
 
 std::string Pem(absl::string_view type, absl::string_view der) {
@@ -174,6 +223,13 @@ std::unique_ptr<LifecycleCommands> LifecycleCommands::Add(CLI::App& app) {
   c->import_->add_option("--in", c->in_, "DER, PEM or PEM bundle")->required();
   c->import_->add_flag("--json", c->json_, "JSON array for programs");
 
+  c->import_p12_ = app.add_subcommand(
+      "import-p12", "write a PKCS#12 file's private key onto the token (non-extractable) with its certificates");
+  c->import_p12_->add_option("--in", c->in_, "PKCS#12 file (DER; modern or -legacy)")->required();
+  c->import_p12_->add_option("--password-file", c->password_file_, "file holding the PKCS#12 password (chmod 600)")
+      ->required();
+  c->import_p12_->add_flag("--json", c->json_, "JSON for programs");
+
   c->publish_ = app.add_subcommand("publish", "print the .well-known, TXT and SMIMEA (RFC 8162) records for a certificate");
   auto* cert = c->publish_->add_option("--cert", c->cert_, "certificate file (DER or PEM)");
   auto* key = c->publish_->add_option("--key", c->key_, "publish this token key's certificate instead");
@@ -186,7 +242,9 @@ std::unique_ptr<LifecycleCommands> LifecycleCommands::Add(CLI::App& app) {
   return c;
 }
 
-bool LifecycleCommands::Selected() const { return csr_->parsed() || import_->parsed() || publish_->parsed(); }
+bool LifecycleCommands::Selected() const {
+  return csr_->parsed() || import_->parsed() || import_p12_->parsed() || publish_->parsed();
+}
 
 int LifecycleCommands::Run(const std::string& socket_path, absl::Duration timeout) {
   absl::Status status = [&]() -> absl::Status {
@@ -217,6 +275,30 @@ int LifecycleCommands::Run(const std::string& socket_path, absl::Duration timeou
           for (const std::string& w : c.warnings()) std::cerr << "smimectl: warning: " << w << "\n";
         }
       } else {
+        for (const auto& c : resp->certificates()) PrintImported(c);
+      }
+    } else if (import_p12_->parsed()) {
+      auto data = ReadFile(in_, kMaxCertificateFileBytes);
+      if (!data.ok()) return data.status();
+      auto password = ReadPasswordFile(password_file_);
+      if (!password.ok()) return password.status();
+      auto resp = (*client)->ImportPkcs12(*data, *password);
+      OPENSSL_cleanse(password->data(), password->size());
+      if (!resp.ok()) return resp.status();
+      if (json_) {
+        nlohmann::json certs = nlohmann::json::array();
+        for (const auto& c : resp->certificates()) certs.push_back(ImportedJson(c));
+        nlohmann::json j = {{"label", resp->key().label()},
+                            {"id", absl::BytesToHexString(resp->key().id())},
+                            {"uri", resp->key().uri()},
+                            {"certificates", std::move(certs)}};
+        std::cout << j.dump(2) << "\n";
+        for (const auto& c : resp->certificates()) {
+          for (const std::string& w : c.warnings()) std::cerr << "smimectl: warning: " << w << "\n";
+        }
+      } else {
+        std::cout << "imported private key \"" << resp->key().label() << "\" (id "
+                  << absl::BytesToHexString(resp->key().id()) << ") onto the token, non-extractable\n";
         for (const auto& c : resp->certificates()) PrintImported(c);
       }
     } else if (publish_->parsed()) {

@@ -29,6 +29,8 @@ class LifecycleCommands {
   CLI::App* csr_ = nullptr;
   CLI::App* import_ = nullptr;
   CLI::App* publish_ = nullptr;
+  CLI::App* import_p12_ = nullptr;
+  std::string password_file_;
   std::string key_, subject_, out_, in_, cert_, url_base_;
   std::vector<std::string> emails_;
   bool der_ = false, json_ = false, full_ = false;

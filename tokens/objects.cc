@@ -2,12 +2,18 @@
 
 #include <openssl/asn1.h>
 #include <openssl/crypto.h>
+#include <openssl/core_names.h>
+#include <openssl/ec.h>
+#include <openssl/evp.h>
+#include <openssl/objects.h>
+#include <openssl/sha.h>
 
+#include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "tokens/certificate.h"
 #include "tokens/ossl.h"
 
-namespace smime::tokens::internal {
+namespace smime::tokens {
 namespace {
 
 template <typename T, typename I2d>
@@ -22,6 +28,13 @@ std::string Der(const T* value, I2d i2d) {
   OPENSSL_free(out);
   return der;
 }
+
+}  // namespace
+}  // namespace smime::tokens
+
+namespace smime::tokens::internal {
+namespace {
+
 
 }  // namespace
 
@@ -103,3 +116,181 @@ absl::StatusOr<CK_OBJECT_HANDLE> CreateCertificateObject(Module& m, CK_SESSION_H
 }
 
 }  // namespace smime::tokens::internal
+
+namespace smime::tokens {
+namespace {
+
+// A BIGNUM parameter of `key` as unsigned big-endian bytes ("" if absent).
+// The caller wipes the result when it is private.
+std::string BnParam(const EVP_PKEY* key, const char* name) {
+  BIGNUM* bn = nullptr;
+  if (EVP_PKEY_get_bn_param(key, name, &bn) != 1 || bn == nullptr) {
+    ClearSslErrors();
+    return "";
+  }
+  std::string out(static_cast<size_t>(BN_num_bytes(bn)), '\0');
+  BN_bn2bin(bn, reinterpret_cast<unsigned char*>(out.data()));
+  BN_clear_free(bn);
+  return out;
+}
+
+int EcCurveNid(const EVP_PKEY* key) {
+  char name[80];
+  size_t len = 0;
+  if (EVP_PKEY_get_utf8_string_param(key, OSSL_PKEY_PARAM_GROUP_NAME, name, sizeof(name), &len) != 1) {
+    ClearSslErrors();
+    return NID_undef;
+  }
+  int nid = OBJ_sn2nid(name);
+  if (nid == NID_undef) nid = OBJ_txt2nid(name);
+  if (nid == NID_undef) nid = EC_curve_nist2nid(name);
+  return nid;
+}
+
+// The uncompressed EC point of `key`.
+std::string EcPointUncompressed(const EVP_PKEY* key, int nid) {
+  unsigned char buf[256];
+  size_t len = 0;
+  if (EVP_PKEY_get_octet_string_param(key, OSSL_PKEY_PARAM_PUB_KEY, buf, sizeof(buf), &len) != 1) {
+    ClearSslErrors();
+    return "";
+  }
+  SslPtr<EC_GROUP> group(EC_GROUP_new_by_curve_name(nid));
+  if (!group) {
+    ClearSslErrors();
+    return "";
+  }
+  SslPtr<EC_POINT> point(EC_POINT_new(group.get()));
+  if (!point || EC_POINT_oct2point(group.get(), point.get(), buf, len, nullptr) != 1) {
+    ClearSslErrors();
+    return "";
+  }
+  size_t n = EC_POINT_point2oct(group.get(), point.get(), POINT_CONVERSION_UNCOMPRESSED, buf, sizeof(buf), nullptr);
+  if (n == 0) {
+    ClearSslErrors();
+    return "";
+  }
+  return std::string(reinterpret_cast<char*>(buf), n);
+}
+
+std::string Sha1Of(absl::string_view data) {
+  unsigned char md[SHA_DIGEST_LENGTH];
+  SHA1(reinterpret_cast<const unsigned char*>(data.data()), data.size(), md);
+  return std::string(reinterpret_cast<char*>(md), sizeof(md));
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> KeyIdForPublicKey(const EVP_PKEY* key) {
+  if (EVP_PKEY_is_a(key, "RSA")) {
+    std::string n = BnParam(key, OSSL_PKEY_PARAM_RSA_N);
+    if (n.empty()) return absl::InvalidArgumentError("the RSA key has no modulus");
+    return Sha1Of(n);
+  }
+  if (EVP_PKEY_is_a(key, "EC")) {
+    std::string point = EcPointUncompressed(key, EcCurveNid(key));
+    if (point.empty()) return absl::InvalidArgumentError("the EC key's curve or point is not supported");
+    return Sha1Of(point);
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("the key is ", EVP_PKEY_get0_type_name(key), "; only RSA and EC keys are supported"));
+}
+
+namespace internal {
+
+absl::StatusOr<std::pair<CK_OBJECT_HANDLE, CK_OBJECT_HANDLE>> CreateKeyPairObjects(Module& m, CK_SESSION_HANDLE s,
+                                                                                   const EVP_PKEY* key,
+                                                                                   const std::string& id_in,
+                                                                                   const std::string& label_in) {
+  std::string id = id_in, label = label_in;
+  CK_OBJECT_CLASS priv_cls = CKO_PRIVATE_KEY, pub_cls = CKO_PUBLIC_KEY;
+  CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+  CK_KEY_TYPE kt;
+  // Every value that holds private key material; wiped on every path.
+  std::vector<std::string> secrets;
+  struct Wipe {
+    std::vector<std::string>* v;
+    ~Wipe() {
+      for (std::string& x : *v) OPENSSL_cleanse(x.data(), x.size());
+    }
+  } wipe{&secrets};
+  secrets.reserve(8);
+  std::string n, e, ec_params, ec_point;
+  std::vector<CK_ATTRIBUTE> priv = {
+      {CKA_CLASS, &priv_cls, sizeof(priv_cls)},     {CKA_KEY_TYPE, &kt, sizeof(kt)},
+      {CKA_TOKEN, &yes, sizeof(yes)},               {CKA_PRIVATE, &yes, sizeof(yes)},
+      {CKA_SENSITIVE, &yes, sizeof(yes)},           {CKA_EXTRACTABLE, &no, sizeof(no)},
+      {CKA_SIGN, &yes, sizeof(yes)},                {CKA_ID, id.data(), id.size()},
+      {CKA_LABEL, label.data(), label.size()},
+  };
+  std::vector<CK_ATTRIBUTE> pub = {
+      {CKA_CLASS, &pub_cls, sizeof(pub_cls)}, {CKA_KEY_TYPE, &kt, sizeof(kt)},
+      {CKA_TOKEN, &yes, sizeof(yes)},         {CKA_PRIVATE, &no, sizeof(no)},
+      {CKA_VERIFY, &yes, sizeof(yes)},        {CKA_ID, id.data(), id.size()},
+      {CKA_LABEL, label.data(), label.size()},
+  };
+  if (EVP_PKEY_is_a(key, "RSA")) {
+    kt = CKK_RSA;
+    n = BnParam(key, OSSL_PKEY_PARAM_RSA_N);
+    e = BnParam(key, OSSL_PKEY_PARAM_RSA_E);
+    const std::pair<CK_ATTRIBUTE_TYPE, const char*> parts[] = {
+        {CKA_PRIVATE_EXPONENT, OSSL_PKEY_PARAM_RSA_D},      {CKA_PRIME_1, OSSL_PKEY_PARAM_RSA_FACTOR1},
+        {CKA_PRIME_2, OSSL_PKEY_PARAM_RSA_FACTOR2},         {CKA_EXPONENT_1, OSSL_PKEY_PARAM_RSA_EXPONENT1},
+        {CKA_EXPONENT_2, OSSL_PKEY_PARAM_RSA_EXPONENT2},    {CKA_COEFFICIENT, OSSL_PKEY_PARAM_RSA_COEFFICIENT1},
+    };
+    for (const auto& [type, name] : parts) {
+      secrets.push_back(BnParam(key, name));
+      if (secrets.back().empty()) {
+        if (type == CKA_PRIVATE_EXPONENT) return absl::InvalidArgumentError("the RSA key has no private exponent");
+        secrets.pop_back();  // a key without CRT values: the token does without
+        continue;
+      }
+      priv.push_back({type, secrets.back().data(), secrets.back().size()});
+    }
+    if (n.empty() || e.empty()) return absl::InvalidArgumentError("the RSA key has no modulus or exponent");
+    priv.push_back({CKA_MODULUS, n.data(), n.size()});
+    priv.push_back({CKA_PUBLIC_EXPONENT, e.data(), e.size()});
+    priv.push_back({CKA_DECRYPT, &yes, sizeof(yes)});
+    pub.push_back({CKA_MODULUS, n.data(), n.size()});
+    pub.push_back({CKA_PUBLIC_EXPONENT, e.data(), e.size()});
+    pub.push_back({CKA_ENCRYPT, &yes, sizeof(yes)});
+  } else if (EVP_PKEY_is_a(key, "EC")) {
+    kt = CKK_EC;
+    int nid = EcCurveNid(key);
+    std::string point = EcPointUncompressed(key, nid);
+    if (point.empty()) return absl::InvalidArgumentError("the EC key's curve or point is not supported");
+    ec_params = Der(OBJ_nid2obj(nid), i2d_ASN1_OBJECT);
+    ASN1_OCTET_STRING* os = ASN1_OCTET_STRING_new();
+    if (os == nullptr || ASN1_OCTET_STRING_set(os, reinterpret_cast<const unsigned char*>(point.data()),
+                                               static_cast<int>(point.size())) != 1) {
+      ASN1_OCTET_STRING_free(os);
+      ClearSslErrors();
+      return absl::ResourceExhaustedError("out of memory");
+    }
+    ec_point = Der(os, i2d_ASN1_OCTET_STRING);
+    ASN1_OCTET_STRING_free(os);
+    secrets.push_back(BnParam(key, OSSL_PKEY_PARAM_PRIV_KEY));
+    if (secrets.back().empty() || ec_params.empty() || ec_point.empty()) {
+      return absl::InvalidArgumentError("the EC key has no private value or a curve without a name");
+    }
+    priv.push_back({CKA_EC_PARAMS, ec_params.data(), ec_params.size()});
+    priv.push_back({CKA_VALUE, secrets.back().data(), secrets.back().size()});
+    priv.push_back({CKA_DERIVE, &yes, sizeof(yes)});
+    pub.push_back({CKA_EC_PARAMS, ec_params.data(), ec_params.size()});
+    pub.push_back({CKA_EC_POINT, ec_point.data(), ec_point.size()});
+  } else {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the key is ", EVP_PKEY_get0_type_name(key), "; only RSA and EC keys are supported"));
+  }
+  CK_OBJECT_HANDLE priv_h = CK_INVALID_HANDLE, pub_h = CK_INVALID_HANDLE;
+  RETURN_IF_ERROR(P11_CALL(m, C_CreateObject, s, priv.data(), priv.size(), &priv_h));
+  absl::Status st = P11_CALL(m, C_CreateObject, s, pub.data(), pub.size(), &pub_h);
+  if (!st.ok()) {
+    (void)P11_CALL(m, C_DestroyObject, s, priv_h);  // no orphan private key
+    return st;
+  }
+  return std::make_pair(priv_h, pub_h);
+}
+
+}  // namespace internal
+}  // namespace smime::tokens

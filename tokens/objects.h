@@ -9,6 +9,7 @@
 
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -33,6 +34,11 @@ struct CertificateToStore {
   CertificateCategory category = CertificateCategory::kUnspecified;
 };
 
+// CKA_ID for a key pair, the rule GenerateKey follows: SHA-1 of the RSA
+// modulus (unsigned big-endian) or of the uncompressed EC point.
+// INVALID_ARGUMENT for a key that is neither RSA nor EC.
+absl::StatusOr<std::string> KeyIdForPublicKey(const EVP_PKEY* key);
+
 namespace internal {
 
 // Every object matching `tmpl`; C_FindObjectsFinal runs whatever happens.
@@ -47,6 +53,17 @@ absl::StatusOr<std::vector<std::string>> CertificateValues(Module& m, CK_SESSION
 // does not know CKA_CERTIFICATE_CATEGORY gets the object without it.
 absl::StatusOr<CK_OBJECT_HANDLE> CreateCertificateObject(Module& m, CK_SESSION_HANDLE s,
                                                          const CertificateToStore& c);
+
+// Creates a software key pair as token objects: the private key with
+// CKA_TOKEN, CKA_PRIVATE, CKA_SENSITIVE true, CKA_EXTRACTABLE false,
+// CKA_SIGN and CKA_DECRYPT (RSA) or CKA_DERIVE (EC); the public key with
+// CKA_VERIFY (and CKA_ENCRYPT for RSA). Both get `id` and `label`. Private
+// key bytes pass through buffers wiped before return. On failure nothing
+// stays on the token. Returns {private, public} handles.
+absl::StatusOr<std::pair<CK_OBJECT_HANDLE, CK_OBJECT_HANDLE>> CreateKeyPairObjects(Module& m, CK_SESSION_HANDLE s,
+                                                                                   const EVP_PKEY* key,
+                                                                                   const std::string& id,
+                                                                                   const std::string& label);
 
 }  // namespace internal
 }  // namespace smime::tokens

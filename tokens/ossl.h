@@ -10,6 +10,7 @@
 #include <openssl/ec.h>
 #include <openssl/evp.h>
 #include <openssl/param_build.h>
+#include <openssl/pkcs12.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
@@ -39,6 +40,9 @@ SMIME_SSL_FREE(OSSL_PARAM_BLD, OSSL_PARAM_BLD_free);
 SMIME_SSL_FREE(OSSL_PARAM, OSSL_PARAM_free);
 SMIME_SSL_FREE(ASN1_OBJECT, ASN1_OBJECT_free);
 SMIME_SSL_FREE(GENERAL_NAMES, GENERAL_NAMES_free);
+SMIME_SSL_FREE(EC_GROUP, EC_GROUP_free);
+SMIME_SSL_FREE(EC_POINT, EC_POINT_free);
+SMIME_SSL_FREE(PKCS12, PKCS12_free);
 #undef SMIME_SSL_FREE
 
 template <class T>

@@ -1017,3 +1017,53 @@ absl::StatusOr<std::vector<bool>> Token::StoreCertificates(const std::vector<Cer
 }
 
 }  // namespace smime::tokens
+
+namespace smime::tokens {
+
+absl::StatusOr<Token::ImportedKey> Token::ImportKey(const EVP_PKEY* key, absl::string_view label,
+                                                    const std::vector<CertificateToStore>& certs,
+                                                    absl::Time deadline) {
+  if (label.empty() || label.size() > 128) return absl::InvalidArgumentError("the key label must be 1 to 128 bytes");
+  ASSIGN_OR_RETURN(std::string id, KeyIdForPublicKey(key));
+  std::string label_copy(label);
+  auto created = WithSession(deadline, [&](Session& s) -> absl::StatusOr<std::vector<bool>> {
+    Module& m = *module_;
+    CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
+    ASSIGN_OR_RETURN(auto existing, internal::FindObjectsMatching(m, s.handle(), {{CKA_CLASS, &cls, sizeof(cls)},
+                                                                                  {CKA_ID, id.data(), id.size()}}));
+    if (!existing.empty()) {
+      return absl::AlreadyExistsError(
+          absl::StrCat("this private key is already on the token (id ", HexEncode(id), "); nothing was written"));
+    }
+    ASSIGN_OR_RETURN(std::vector<std::string> present, internal::CertificateValues(m, s.handle()));
+    ASSIGN_OR_RETURN(auto pair, internal::CreateKeyPairObjects(m, s.handle(), key, id, label_copy));
+    std::vector<CK_OBJECT_HANDLE> made = {pair.first, pair.second};
+    std::vector<bool> out;
+    for (const CertificateToStore& c : certs) {
+      std::string der = CertificateDer(c.cert.get());
+      if (std::find(present.begin(), present.end(), der) != present.end()) {
+        out.push_back(false);
+        continue;
+      }
+      auto h = internal::CreateCertificateObject(m, s.handle(), c);
+      if (!h.ok()) {
+        // Private key first: never leave a key without the rest.
+        for (CK_OBJECT_HANDLE o : made) (void)P11_CALL(m, C_DestroyObject, s.handle(), o);
+        return h.status();
+      }
+      made.push_back(*h);
+      present.push_back(std::move(der));
+      out.push_back(true);
+    }
+    return out;
+  });
+  if (!created.ok()) return created.status();
+  SMIME_LOG(kInfo, "key_imported").Kv("token", label_).Kv("id", HexEncode(id)).Kv("label", label_copy);
+  RETURN_IF_ERROR(Refresh());
+  for (const auto& k : *Keys()) {
+    if (k->id() == id) return ImportedKey{k, *std::move(created)};
+  }
+  return absl::InternalError("imported key not found after refresh");
+}
+
+}  // namespace smime::tokens

@@ -160,6 +160,20 @@ class Token {
   absl::StatusOr<std::vector<bool>> StoreCertificates(const std::vector<CertificateToStore>& certs,
                                                       absl::Time deadline);
 
+  // Writes a software key pair (a PKCS#12 import) onto the token with its
+  // certificates, all or nothing: the key objects as
+  // internal::CreateKeyPairObjects makes them (CKA_ID = KeyIdForPublicKey),
+  // then `certs` as StoreCertificates stores them (same skipping of DER
+  // already present). When any step fails, every object this call created
+  // is destroyed. ALREADY_EXISTS when the token holds a private key with
+  // the same CKA_ID. `key` is only read; the caller frees it.
+  struct ImportedKey {
+    std::shared_ptr<const Key> key;
+    std::vector<bool> created;  // per entry of `certs`
+  };
+  absl::StatusOr<ImportedKey> ImportKey(const EVP_PKEY* key, absl::string_view label,
+                                        const std::vector<CertificateToStore>& certs, absl::Time deadline);
+
   const std::string& label() const { return label_; }
   const std::string& serial() const { return serial_; }
   const CK_TOKEN_INFO& info() const { return info_; }
