@@ -12,6 +12,7 @@
 #include "agent/convert.h"
 #include "agent/csr.h"
 #include "agent/grpc_status.h"
+#include "agent/key_resolver.h"
 #include "agent/publish.h"
 #include "common/log.h"
 #include "common/status_macros.h"
@@ -157,6 +158,42 @@ grpc::Status LifecycleService::ImportPkcs12(grpc::ServerContext* ctx, const v1::
     for (const ImportedCertificate& c : imported.certificates) {
       ToProto(c, token_->label(), resp->add_certificates());
     }
+    return absl::OkStatus();
+  });
+}
+
+grpc::Status LifecycleService::RetireKey(grpc::ServerContext* ctx, const v1::RetireKeyRequest* req,
+                                         v1::RetireKeyResponse* resp) {
+  return Audited(*ctx, "retire", SelectorForAudit(req->key()), [&](AuditRecord& audit) -> absl::Status {
+    audit.set_mechanism("cka-end-date");
+    ASSIGN_OR_RETURN(auto key, Resolve(req->key()));
+    audit.set_key(key->uri());
+    absl::Time now = absl::Now();
+    RETURN_IF_ERROR(token_->RetireKey(*key, now, Deadline(*ctx)));
+    auto keys = token_->Keys();
+    for (const auto& k : *keys) {
+      if (k->id() != key->id() || k->label() != key->label()) continue;
+      agent::ToProto(*k, token_->label(), resp->mutable_key());
+      resp->mutable_key()->set_status(KeyStatusName(StatusOf(*k, *keys, now)));
+    }
+    return absl::OkStatus();
+  });
+}
+
+grpc::Status LifecycleService::DeleteKey(grpc::ServerContext* ctx, const v1::DeleteKeyRequest* req,
+                                         v1::DeleteKeyResponse* resp) {
+  return Audited(*ctx, "delete_key", SelectorForAudit(req->key()), [&](AuditRecord& audit) -> absl::Status {
+    audit.set_mechanism("destroy");
+    ASSIGN_OR_RETURN(auto key, Resolve(req->key()));
+    audit.set_key(key->uri());
+    if (!req->confirm()) {
+      return absl::InvalidArgumentError(absl::StrCat("deleting key \"", key->label(), "\" (id ", key->id_hex(),
+                                                     ") cannot be undone and mail encrypted to it will no longer "
+                                                     "open; confirm with --yes (or retire it instead)"));
+    }
+    agent::ToProto(*key, token_->label(), resp->mutable_key());
+    ASSIGN_OR_RETURN(size_t n, token_->DeleteKey(*key, Deadline(*ctx)));
+    resp->set_objects_destroyed(static_cast<uint32_t>(n));
     return absl::OkStatus();
   });
 }

@@ -59,6 +59,16 @@ absl::StatusOr<std::shared_ptr<const tokens::Key>> AgentService::Resolve(
   return key;
 }
 
+absl::StatusOr<std::shared_ptr<const tokens::Key>> AgentService::ResolveForSigning(
+    const v1::KeySelector& sel) const {
+  ASSIGN_OR_RETURN(KeySelector selector, FromProto(sel));
+  auto key = ResolveSigningKey(*token_->Keys(), token_->info(), selector, absl::Now());
+  if (absl::IsNotFound(key.status()) && token_->RefreshIfOlderThan(absl::Seconds(1))) {
+    key = ResolveSigningKey(*token_->Keys(), token_->info(), selector, absl::Now());
+  }
+  return key;
+}
+
 namespace {
 
 // What a request over the limit hears: which limit, and where it is set.
@@ -246,7 +256,13 @@ grpc::Status AgentService::ListKeys(grpc::ServerContext* ctx, const v1::ListKeys
                                     v1::ListKeysResponse* resp) {
   auto peer = Authorize(*ctx);
   if (!peer.ok()) return ToGrpcStatus(peer.status());
-  for (const auto& key : *token_->Keys()) ToProto(*key, token_->label(), resp->add_keys());
+  auto keys = token_->Keys();
+  absl::Time now = absl::Now();
+  for (const auto& key : *keys) {
+    v1::KeyInfo* out = resp->add_keys();
+    ToProto(*key, token_->label(), out);
+    out->set_status(KeyStatusName(StatusOf(*key, *keys, now)));
+  }
   return grpc::Status::OK;
 }
 
@@ -347,7 +363,7 @@ grpc::Status AgentService::Sign(grpc::ServerContext* ctx,
   return AuditedKeyOp(*ctx, "smime_sign", SelectorForAudit(options.key()), [&](AuditRecord& audit) -> absl::Status {
     RETURN_IF_ERROR(read);
     audit.set_mechanism(options.pss() ? "cms-rsa-pss-sha256" : "cms-sha256");
-    ASSIGN_OR_RETURN(auto key, Resolve(options.key()));
+    ASSIGN_OR_RETURN(auto key, ResolveForSigning(options.key()));
     audit.set_key(key->uri());
     RETURN_IF_ERROR(engine_.Sign(key, message, out, {options.opaque(), options.pss()}, Deadline(*ctx)));
     return out.Flush();
@@ -415,7 +431,7 @@ grpc::Status AgentService::Encrypt(grpc::ServerContext* ctx,
     if (audit == nullptr) {
       RETURN_IF_ERROR(engine_.Encrypt(message, out, recipients, eopts));
     } else {  // sign first, then encrypt the signed message
-      ASSIGN_OR_RETURN(auto key, Resolve(options.sign_with()));
+      ASSIGN_OR_RETURN(auto key, ResolveForSigning(options.sign_with()));
       audit->set_key(key->uri());
       RETURN_IF_ERROR(engine_.SignAndEncrypt(key, message, out, {options.sign_opaque(), false},
                                              std::move(recipients), eopts, Deadline(*ctx)));

@@ -56,6 +56,9 @@ class AgentService final : public v1::Agent::Service {
   // agent's uid or root.
   absl::StatusOr<PeerCred> Authorize(const grpc::ServerContext& ctx) const;
   absl::StatusOr<std::shared_ptr<const tokens::Key>> Resolve(const v1::KeySelector& sel) const;
+  // For signing: an email picks the newest valid certificate's key (rotation),
+  // a retired key is refused (ResolveSigningKey).
+  absl::StatusOr<std::shared_ptr<const tokens::Key>> ResolveForSigning(const v1::KeySelector& sel) const;
   absl::Time Deadline(const grpc::ServerContext& ctx) const;
   std::string NextRequestId();
   // Runs `body` for an authorized caller and writes the operation's one

@@ -106,6 +106,7 @@ nlohmann::json KeyJson(const v1::KeyInfo& k) {
       {"uri", k.uri()},
       {"emails", std::vector<std::string>(k.emails().begin(), k.emails().end())},
       {"subject", k.subject()},
+      {"status", k.status()},
   };
   if (k.has_not_after()) j["not_after"] = Rfc3339(k.not_after().seconds());
   return j;
@@ -116,11 +117,12 @@ void PrintKeyTable(const std::vector<v1::KeyInfo>& keys) {
     std::cout << "no keys on the token; make one with: smimectl keygen --type p256 --label NAME\n";
     return;
   }
-  std::vector<std::vector<std::string>> rows = {{"ID", "ALGORITHM", "LABEL", "EMAILS", "EXPIRES"}};
+  std::vector<std::vector<std::string>> rows = {{"ID", "ALGORITHM", "LABEL", "EMAILS", "EXPIRES", "STATUS"}};
   for (const auto& k : keys) {
     rows.push_back({Hex(k.id()), k.algorithm(), k.label(),
                     k.emails().empty() ? "-" : absl::StrJoin(k.emails(), ","),
-                    k.has_not_after() ? Rfc3339(k.not_after().seconds()) : "-"});
+                    k.has_not_after() ? Rfc3339(k.not_after().seconds()) : "-",
+                    k.status().empty() ? "-" : k.status()});
   }
   std::vector<size_t> width(rows[0].size(), 0);
   for (const auto& r : rows) {
