@@ -198,6 +198,23 @@ grpc::Status LifecycleService::DeleteKey(grpc::ServerContext* ctx, const v1::Del
   });
 }
 
+grpc::Status LifecycleService::ListContacts(grpc::ServerContext* ctx, const v1::ListContactsRequest*,
+                                            v1::ListContactsResponse* resp) {
+  RETURN_GRPC_IF_ERROR(Authorize(*ctx).status());
+  for (const auto& cert : token_->OtherCertificates()) {
+    tokens::CertificateSummary s = tokens::Summarize(cert.get());
+    if (s.is_ca) continue;
+    v1::Contact* c = resp->add_contacts();
+    for (const std::string& e : s.emails) c->add_emails(e);
+    c->set_subject(s.subject);
+    c->set_issuer(s.issuer);
+    c->mutable_not_before()->set_seconds(s.not_before);
+    c->mutable_not_after()->set_seconds(s.not_after);
+    c->set_sha256_fingerprint(Sha256Hex(tokens::CertificateDer(cert.get())));
+  }
+  return grpc::Status::OK;
+}
+
 grpc::Status LifecycleService::DescribePublication(grpc::ServerContext* ctx,
                                                    const v1::DescribePublicationRequest* req,
                                                    v1::DescribePublicationResponse* resp) {

@@ -31,6 +31,8 @@ class LifecycleService final : public v1::Lifecycle::Service {
                          v1::RetireKeyResponse* resp) override;
   grpc::Status DeleteKey(grpc::ServerContext* ctx, const v1::DeleteKeyRequest* req,
                          v1::DeleteKeyResponse* resp) override;
+  grpc::Status ListContacts(grpc::ServerContext* ctx, const v1::ListContactsRequest* req,
+                            v1::ListContactsResponse* resp) override;
   grpc::Status DescribePublication(grpc::ServerContext* ctx, const v1::DescribePublicationRequest* req,
                                    v1::DescribePublicationResponse* resp) override;
 

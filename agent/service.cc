@@ -3,8 +3,10 @@
 #include <openssl/rand.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "agent/convert.h"
@@ -57,6 +59,34 @@ absl::StatusOr<std::shared_ptr<const tokens::Key>> AgentService::Resolve(
     key = ResolveKey(*token_->Keys(), token_->info(), selector);
   }
   return key;
+}
+
+absl::StatusOr<std::shared_ptr<X509>> ContactCertificate(const tokens::Token& token, absl::string_view email_in,
+                                                         absl::Time now) {
+  std::string email = absl::AsciiStrToLower(email_in);
+  std::vector<std::shared_ptr<X509>> candidates = token.OtherCertificates();
+  for (const auto& k : *token.Keys()) {
+    candidates.insert(candidates.end(), k->certificates().begin(), k->certificates().end());
+  }
+  std::shared_ptr<X509> best, any;
+  int64_t best_nb = 0;
+  const int64_t t = absl::ToUnixSeconds(now);
+  for (const auto& c : candidates) {
+    tokens::CertificateSummary s = tokens::Summarize(c.get());
+    if (s.is_ca || std::find(s.emails.begin(), s.emails.end(), email) == s.emails.end()) continue;
+    any = c;
+    if (s.not_before > t || t > s.not_after) continue;
+    if (!best || s.not_before > best_nb) {
+      best = c;
+      best_nb = s.not_before;
+    }
+  }
+  if (best) return best;
+  // Only an expired one: let the policy say which and since when.
+  if (any) return any;
+  return absl::NotFoundError(absl::StrCat("no certificate for ", email,
+                                          " among the contacts; import it with import-cert, or verify a signed "
+                                          "mail from them"));
 }
 
 absl::StatusOr<std::shared_ptr<const tokens::Key>> AgentService::ResolveForSigning(
@@ -421,6 +451,10 @@ grpc::Status AgentService::Encrypt(grpc::ServerContext* ctx,
   auto encrypt = [&](AuditRecord* audit) -> absl::Status {
     RETURN_IF_ERROR(read);
     ASSIGN_OR_RETURN(std::vector<CertPtr> recipients, ParseCertList(options.recipients(), "recipient certificate"));
+    for (const std::string& email : options.recipient_emails()) {
+      ASSIGN_OR_RETURN(CertPtr cert, ContactCertificate(*token_, email, absl::Now()));
+      recipients.push_back(std::move(cert));
+    }
     agent::EncryptOptions eopts;
     eopts.oaep = options.oaep();
     switch (options.cipher()) {

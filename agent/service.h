@@ -16,6 +16,13 @@
 
 namespace smime::agent {
 
+// The certificate to encrypt to for `email`: among the token's
+// correspondent certificates and its keys' certificates (not CA ones), the
+// newest (notBefore) valid at `now`; else an expired one (the policy then
+// says why); NOT_FOUND when none carries the address.
+absl::StatusOr<std::shared_ptr<X509>> ContactCertificate(const tokens::Token& token, absl::string_view email,
+                                                         absl::Time now);
+
 struct ServiceOptions {
   // Default wait for a token session when the caller set no deadline.
   absl::Duration default_deadline = absl::Seconds(30);

@@ -109,6 +109,14 @@ absl::StatusOr<v1::DeleteKeyResponse> LifecycleClient::DeleteKey(const v1::KeySe
   return resp;
 }
 
+absl::StatusOr<v1::ListContactsResponse> LifecycleClient::ListContacts() {
+  grpc::ClientContext ctx;
+  Prepare(&ctx);
+  v1::ListContactsResponse resp;
+  if (absl::Status st = Convert(stub_->ListContacts(&ctx, v1::ListContactsRequest(), &resp)); !st.ok()) return st;
+  return resp;
+}
+
 absl::StatusOr<v1::DescribePublicationResponse> LifecycleClient::DescribePublication(
     const v1::DescribePublicationRequest& req) {
   grpc::ClientContext ctx;

@@ -35,6 +35,7 @@ class LifecycleClient {
   absl::StatusOr<v1::ImportPkcs12Response> ImportPkcs12(absl::string_view pkcs12, absl::string_view password);
   absl::StatusOr<v1::RetireKeyResponse> RetireKey(const v1::KeySelector& key);
   absl::StatusOr<v1::DeleteKeyResponse> DeleteKey(const v1::KeySelector& key, bool confirm);
+  absl::StatusOr<v1::ListContactsResponse> ListContacts();
   absl::StatusOr<v1::DescribePublicationResponse> DescribePublication(const v1::DescribePublicationRequest& req);
 
  private:

@@ -272,7 +272,7 @@ int Run(int argc, char** argv) {
   std::vector<std::string> to;
   std::string cipher = "aes256-cbc", sign_with;
   bool oaep = false;
-  encrypt->add_option("--to", to, "recipient certificate file (repeatable)")->required();
+  encrypt->add_option("--to", to, "recipient certificate file, or a contact's email address (repeatable)")->required();
   encrypt->add_option("--cipher", cipher, "aes256-cbc (default), aes128-cbc or aes256-gcm");
   encrypt->add_flag("--oaep", oaep, "RSAES-OAEP key transport (SHA-256) instead of PKCS#1 v1.5");
   encrypt->add_option("--sign-with", sign_with, "sign with this key first, then encrypt");
@@ -349,7 +349,14 @@ int Run(int argc, char** argv) {
       WriteOutput(out, v.content);
     } else if (*encrypt) {
       v1::EncryptOptions o;
-      for (const auto& t : to) o.add_recipients(ReadInput(t, 1 << 20));
+      for (const auto& t : to) {
+        // An address (no such file): a contact's certificate on the agent.
+        if (t.find('@') != std::string::npos && ::access(t.c_str(), F_OK) != 0) {
+          o.add_recipient_emails(t);
+        } else {
+          o.add_recipients(ReadInput(t, 1 << 20));
+        }
+      }
       if (cipher == "aes256-cbc") o.set_cipher(v1::CONTENT_CIPHER_AES256_CBC);
       else if (cipher == "aes128-cbc") o.set_cipher(v1::CONTENT_CIPHER_AES128_CBC);
       else if (cipher == "aes256-gcm") o.set_cipher(v1::CONTENT_CIPHER_AES256_GCM);

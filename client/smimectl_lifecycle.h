@@ -31,6 +31,7 @@ class LifecycleCommands {
   CLI::App* publish_ = nullptr;
   CLI::App* import_p12_ = nullptr;
   CLI::App* retire_ = nullptr;
+  CLI::App* contacts_ = nullptr;
   CLI::App* delete_ = nullptr;
   bool yes_ = false;
   std::string password_file_;

@@ -699,6 +699,44 @@ TEST_F(LifecycleTest, RotationSignsWithNewestRetireFallsBackDeleteDestroys) {
   EXPECT_EQ(signer_of("s4.eml"), serial_of("rot-old"));
 }
 
+// ---- Contacts -------------------------------------------------------------------
+
+TEST_F(LifecycleTest, EncryptToContactByEmail) {
+  TempDir tmp;
+  WriteFile(tmp.File("msg.eml"), kMessage);
+  // Not imported yet: a clear NOT_FOUND, no output.
+  CommandResult none = Ctl({"encrypt", "--to", "carol.contact@example.com", "--in", tmp.File("msg.eml"), "--out",
+                            tmp.File("none.eml")});
+  EXPECT_EQ(none.exit_code, 1);
+  EXPECT_THAT(none.err, HasSubstr("no certificate for carol.contact@example.com among the contacts"));
+
+  std::string cert = Issue(SoftwareRequest(tmp, "carol-contact"), "carol-contact.pem", {"-days", "30"},
+                           "subjectAltName = email:Carol.Contact@example.com\n"
+                           "keyUsage = critical,digitalSignature,keyEncipherment\n"
+                           "extendedKeyUsage = emailProtection\n");
+  CommandResult imp = Ctl({"import-cert", "--in", cert});
+  ASSERT_EQ(imp.exit_code, 0) << imp.err;
+  EXPECT_THAT(imp.out, HasSubstr("correspondent (contact) certificate"));
+
+  CommandResult list = Ctl({"contacts", "--json"});
+  ASSERT_EQ(list.exit_code, 0) << list.err;
+  bool listed = false;
+  for (const auto& c : nlohmann::json::parse(list.out)) {
+    if (c["emails"] == nlohmann::json::array({"carol.contact@example.com"})) listed = true;
+  }
+  EXPECT_TRUE(listed) << list.out;
+  EXPECT_THAT(Ctl({"contacts"}).out, HasSubstr("carol.contact@example.com\t\"CN=carol-contact\""));
+
+  // By address (any case), together with a certificate file.
+  CommandResult enc = Ctl({"encrypt", "--to", "Carol.Contact@Example.com", "--in", tmp.File("msg.eml"), "--out",
+                           tmp.File("enc.eml")});
+  ASSERT_EQ(enc.exit_code, 0) << enc.err;
+  CommandResult dec = Openssl({"cms", "-decrypt", "-in", tmp.File("enc.eml"), "-inkey", tmp.File("carol-contact.key"),
+                               "-recip", cert, "-out", tmp.File("dec.eml")});
+  ASSERT_EQ(dec.exit_code, 0) << dec.err;
+  EXPECT_THAT(ReadFile(tmp.File("dec.eml")), HasSubstr("requested and imported by smimectl"));
+}
+
 // ---- PKCS#12 import -----------------------------------------------------------
 
 // A software key and certificate from the test CA, bundled by
