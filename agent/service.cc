@@ -9,11 +9,13 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "agent/cert_policy.h"
 #include "agent/convert.h"
 #include "agent/grpc_status.h"
 #include "common/log.h"
 #include "common/status_macros.h"
 #include "tokens/certificate.h"
+#include "tokens/ossl.h"
 
 namespace smime::agent {
 
@@ -87,6 +89,33 @@ absl::StatusOr<std::shared_ptr<X509>> ContactCertificate(const tokens::Token& to
   return absl::NotFoundError(absl::StrCat("no certificate for ", email,
                                           " among the contacts; import it with import-cert, or verify a signed "
                                           "mail from them"));
+}
+
+void AgentService::RememberSigners(const std::vector<SignerInfo>& signers, absl::Time deadline) {
+  std::vector<tokens::CertificateToStore> store;
+  auto keys = token_->Keys();
+  for (const SignerInfo& s : signers) {
+    if (!s.cert || s.emails.empty()) continue;
+    bool ours = false;
+    for (const auto& k : *keys) {
+      if (k->public_key() != nullptr && EVP_PKEY_eq(k->public_key(), X509_get0_pubkey(s.cert.get())) == 1) ours = true;
+    }
+    ClearSslErrors();
+    if (ours || !CheckCertificatePolicy(s.cert.get(), CertUse::kImport, absl::Now()).ok()) continue;
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    if (X509_pubkey_digest(s.cert.get(), EVP_sha1(), md, &len) != 1) {
+      ClearSslErrors();
+      continue;
+    }
+    store.push_back({s.cert, std::string(reinterpret_cast<char*>(md), len), s.emails.front(),
+                     tokens::CertificateCategory::kOtherEntity});
+  }
+  if (store.empty()) return;
+  // Already there: skipped by StoreCertificates. A failure costs only the
+  // convenience: the verification itself stands.
+  auto st = token_->StoreCertificates(store, deadline);
+  if (!st.ok()) SMIME_LOG(kWarning, "contact_not_stored").Kv("reason", st.status().message());
 }
 
 absl::StatusOr<std::shared_ptr<const tokens::Key>> AgentService::ResolveForSigning(
@@ -433,6 +462,8 @@ grpc::Status AgentService::Verify(grpc::ServerContext* ctx,
     if (s.signing_time) signer->mutable_signing_time()->set_seconds(absl::ToUnixSeconds(*s.signing_time));
   }
   head.mutable_result()->set_from_mismatch(result->from_mismatch);
+  // A signature whose chain verified: remember its signers as contacts.
+  if (!options.signature_only()) RememberSigners(result->signers, Deadline(*ctx));
   stream->Write(head);
   ResponseSink out(stream);
   out.Write(result->content);

@@ -63,6 +63,9 @@ class AgentService final : public v1::Agent::Service {
   // agent's uid or root.
   absl::StatusOr<PeerCred> Authorize(const grpc::ServerContext& ctx) const;
   absl::StatusOr<std::shared_ptr<const tokens::Key>> Resolve(const v1::KeySelector& sel) const;
+  // Stores the certificates of signers whose chain verified as contacts
+  // (correspondent certificates), unless they are the token's own keys'.
+  void RememberSigners(const std::vector<SignerInfo>& signers, absl::Time deadline);
   // For signing: an email picks the newest valid certificate's key (rotation),
   // a retired key is refused (ResolveSigningKey).
   absl::StatusOr<std::shared_ptr<const tokens::Key>> ResolveForSigning(const v1::KeySelector& sel) const;

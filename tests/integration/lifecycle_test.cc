@@ -737,6 +737,39 @@ TEST_F(LifecycleTest, EncryptToContactByEmail) {
   EXPECT_THAT(ReadFile(tmp.File("dec.eml")), HasSubstr("requested and imported by smimectl"));
 }
 
+TEST_F(LifecycleTest, VerifiedSignerBecomesContact) {
+  TempDir tmp;
+  WriteFile(tmp.File("msg.eml"), kMessage);
+  std::string cert = Issue(SoftwareRequest(tmp, "dan-signer"), "dan-signer.pem", {"-days", "30"},
+                           "subjectAltName = email:dan.signer@example.com\n"
+                           "keyUsage = critical,digitalSignature,keyEncipherment\n"
+                           "extendedKeyUsage = emailProtection\n");
+  ASSERT_EQ(Openssl({"cms", "-sign", "-in", tmp.File("msg.eml"), "-signer", cert, "-inkey",
+                     tmp.File("dan-signer.key"), "-out", tmp.File("signed.eml")}).exit_code,
+            0);
+  EXPECT_THAT(Ctl({"contacts"}).out, Not(HasSubstr("dan.signer@example.com")));
+  // --signature-only checks no chain: nothing is remembered.
+  ASSERT_EQ(Ctl({"verify", "--signature-only", "--in", tmp.File("signed.eml"), "--out", tmp.File("c0.txt")}).exit_code,
+            0);
+  EXPECT_THAT(Ctl({"contacts"}).out, Not(HasSubstr("dan.signer@example.com")));
+  CommandResult v = Ctl({"verify", "--ca", ca_->File("ca.pem"), "--in", tmp.File("signed.eml"), "--out",
+                         tmp.File("c1.txt")});
+  ASSERT_EQ(v.exit_code, 0) << v.err;
+  EXPECT_THAT(Ctl({"contacts"}).out, HasSubstr("dan.signer@example.com"));
+  CommandResult enc = Ctl({"encrypt", "--to", "dan.signer@example.com", "--in", tmp.File("msg.eml"), "--out",
+                           tmp.File("enc.eml")});
+  ASSERT_EQ(enc.exit_code, 0) << enc.err;
+  CommandResult dec = Openssl({"cms", "-decrypt", "-in", tmp.File("enc.eml"), "-inkey", tmp.File("dan-signer.key"),
+                               "-out", tmp.File("dec.eml")});
+  EXPECT_EQ(dec.exit_code, 0) << dec.err;
+  // Verifying again stores no duplicate.
+  std::string before = Ctl({"contacts", "--json"}).out;
+  ASSERT_EQ(Ctl({"verify", "--ca", ca_->File("ca.pem"), "--in", tmp.File("signed.eml"), "--out",
+                 tmp.File("c2.txt")}).exit_code,
+            0);
+  EXPECT_EQ(Ctl({"contacts", "--json"}).out, before);
+}
+
 // ---- PKCS#12 import -----------------------------------------------------------
 
 // A software key and certificate from the test CA, bundled by
