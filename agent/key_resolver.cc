@@ -1,5 +1,6 @@
 #include "agent/key_resolver.h"
 
+#include <algorithm>
 #include <vector>
 
 #include "absl/strings/ascii.h"
@@ -61,7 +62,89 @@ absl::StatusOr<KeyPtr> ResolveUri(const tokens::KeyList& keys, const CK_TOKEN_IN
   return ExactlyOne(found, sel);
 }
 
+bool ValidAt(const Key& k, absl::Time now) {
+  if (k.certificate() == nullptr) return false;
+  int64_t t = absl::ToUnixSeconds(now);
+  return k.cert_summary().not_before <= t && t <= k.cert_summary().not_after;
+}
+
+bool Usable(const Key& k, absl::Time now) { return !k.RetiredAt(now) && ValidAt(k, now); }
+
+bool SharesEmail(const Key& a, const Key& b) {
+  for (const std::string& x : a.cert_summary().emails) {
+    for (const std::string& y : b.cert_summary().emails) {
+      if (x == y) return true;
+    }
+  }
+  return false;
+}
+
+absl::Status Retired(const Key& k) {
+  return absl::FailedPreconditionError(absl::StrCat(
+      "key ", DescribeKey(k), " is retired from signing (CKA_END_DATE ", k.end_date(),
+      "); it still decrypts. Sign with its successor"));
+}
+
 }  // namespace
+
+absl::StatusOr<std::shared_ptr<const tokens::Key>> ResolveSigningKey(const tokens::KeyList& keys,
+                                                                     const CK_TOKEN_INFO& token_info,
+                                                                     const KeySelector& selector, absl::Time now) {
+  bool by_email = selector.kind == KeySelector::Kind::kEmail ||
+                  (selector.kind == KeySelector::Kind::kText && !absl::StartsWithIgnoreCase(selector.value, "pkcs11:") &&
+                   absl::StrContains(selector.value, '@'));
+  if (!by_email) {
+    ASSIGN_OR_RETURN(KeyPtr key, ResolveKey(keys, token_info, selector));
+    if (key->RetiredAt(now)) return Retired(*key);
+    return key;
+  }
+  std::string email = absl::AsciiStrToLower(selector.value);
+  std::vector<KeyPtr> found, not_retired;
+  for (const KeyPtr& k : keys) {
+    const auto& emails = k->cert_summary().emails;
+    if (std::find(emails.begin(), emails.end(), email) == emails.end()) continue;
+    found.push_back(k);
+    if (!k->RetiredAt(now)) not_retired.push_back(k);
+  }
+  if (found.empty()) return ExactlyOne(found, selector);
+  if (not_retired.empty()) {
+    if (found.size() == 1) return Retired(*found.front());
+    return absl::FailedPreconditionError(absl::StrCat("every key for ", email,
+                                                      " is retired from signing; import or make a new one"));
+  }
+  KeyPtr best;
+  for (const KeyPtr& k : not_retired) {
+    if (!ValidAt(*k, now)) continue;
+    if (!best || k->cert_summary().not_before > best->cert_summary().not_before) best = k;
+  }
+  if (best) return best;
+  return ExactlyOne(not_retired, selector);
+}
+
+const char* KeyStatusName(KeyStatus status) {
+  switch (status) {
+    case KeyStatus::kCurrent: return "current";
+    case KeyStatus::kExpired: return "expired";
+    case KeyStatus::kSuperseded: return "superseded";
+    case KeyStatus::kNotYetValid: return "not-yet-valid";
+    case KeyStatus::kRetired: return "retired";
+    case KeyStatus::kNoCertificate: return "no-certificate";
+  }
+  return "unknown";
+}
+
+KeyStatus StatusOf(const tokens::Key& key, const tokens::KeyList& keys, absl::Time now) {
+  if (key.RetiredAt(now)) return KeyStatus::kRetired;
+  if (key.certificate() == nullptr) return KeyStatus::kNoCertificate;
+  int64_t t = absl::ToUnixSeconds(now);
+  if (t > key.cert_summary().not_after) return KeyStatus::kExpired;
+  if (t < key.cert_summary().not_before) return KeyStatus::kNotYetValid;
+  for (const KeyPtr& other : keys) {
+    if (other.get() == &key || !Usable(*other, now) || !SharesEmail(key, *other)) continue;
+    if (other->cert_summary().not_before > key.cert_summary().not_before) return KeyStatus::kSuperseded;
+  }
+  return KeyStatus::kCurrent;
+}
 
 std::string DescribeSelector(const KeySelector& selector) {
   switch (selector.kind) {

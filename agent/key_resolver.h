@@ -7,6 +7,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "tokens/token.h"
 
 namespace smime::agent {
@@ -28,6 +29,25 @@ std::string DescribeSelector(const KeySelector& selector);
 absl::StatusOr<std::shared_ptr<const tokens::Key>> ResolveKey(const tokens::KeyList& keys,
                                                               const CK_TOKEN_INFO& token_info,
                                                               const KeySelector& selector);
+
+// The key `selector` names for signing at `now` (key rotation). An email
+// that several keys' certificates carry picks, among the keys not retired
+// (tokens::Key::RetiredAt) whose certificate is valid at `now`, the one
+// whose certificate has the newest notBefore; with none such it behaves as
+// ResolveKey over the keys not retired (so the policy can say "expired").
+// FAILED_PRECONDITION when the key (or every key for the email) is retired.
+absl::StatusOr<std::shared_ptr<const tokens::Key>> ResolveSigningKey(const tokens::KeyList& keys,
+                                                                     const CK_TOKEN_INFO& token_info,
+                                                                     const KeySelector& selector, absl::Time now);
+
+// Where a key stands in its rotation, as `smimectl keys` shows it.
+enum class KeyStatus { kCurrent, kExpired, kSuperseded, kNotYetValid, kRetired, kNoCertificate };
+// "current", "expired", "superseded", "not-yet-valid", "retired", "no-certificate".
+const char* KeyStatusName(KeyStatus status);
+// kSuperseded: valid, but another key not retired with a certificate for
+// one of the same emails is valid too and newer (notBefore): signing by
+// email picks that one.
+KeyStatus StatusOf(const tokens::Key& key, const tokens::KeyList& keys, absl::Time now);
 
 }  // namespace smime::agent
 

@@ -12,6 +12,7 @@
 #include "agent/convert.h"
 #include "agent/csr.h"
 #include "agent/grpc_status.h"
+#include "agent/key_resolver.h"
 #include "agent/publish.h"
 #include "common/log.h"
 #include "common/status_macros.h"
@@ -159,6 +160,59 @@ grpc::Status LifecycleService::ImportPkcs12(grpc::ServerContext* ctx, const v1::
     }
     return absl::OkStatus();
   });
+}
+
+grpc::Status LifecycleService::RetireKey(grpc::ServerContext* ctx, const v1::RetireKeyRequest* req,
+                                         v1::RetireKeyResponse* resp) {
+  return Audited(*ctx, "retire", SelectorForAudit(req->key()), [&](AuditRecord& audit) -> absl::Status {
+    audit.set_mechanism("cka-end-date");
+    ASSIGN_OR_RETURN(auto key, Resolve(req->key()));
+    audit.set_key(key->uri());
+    absl::Time now = absl::Now();
+    RETURN_IF_ERROR(token_->RetireKey(*key, now, Deadline(*ctx)));
+    auto keys = token_->Keys();
+    for (const auto& k : *keys) {
+      if (k->id() != key->id() || k->label() != key->label()) continue;
+      agent::ToProto(*k, token_->label(), resp->mutable_key());
+      resp->mutable_key()->set_status(KeyStatusName(StatusOf(*k, *keys, now)));
+    }
+    return absl::OkStatus();
+  });
+}
+
+grpc::Status LifecycleService::DeleteKey(grpc::ServerContext* ctx, const v1::DeleteKeyRequest* req,
+                                         v1::DeleteKeyResponse* resp) {
+  return Audited(*ctx, "delete_key", SelectorForAudit(req->key()), [&](AuditRecord& audit) -> absl::Status {
+    audit.set_mechanism("destroy");
+    ASSIGN_OR_RETURN(auto key, Resolve(req->key()));
+    audit.set_key(key->uri());
+    if (!req->confirm()) {
+      return absl::InvalidArgumentError(absl::StrCat("deleting key \"", key->label(), "\" (id ", key->id_hex(),
+                                                     ") cannot be undone and mail encrypted to it will no longer "
+                                                     "open; confirm with --yes (or retire it instead)"));
+    }
+    agent::ToProto(*key, token_->label(), resp->mutable_key());
+    ASSIGN_OR_RETURN(size_t n, token_->DeleteKey(*key, Deadline(*ctx)));
+    resp->set_objects_destroyed(static_cast<uint32_t>(n));
+    return absl::OkStatus();
+  });
+}
+
+grpc::Status LifecycleService::ListContacts(grpc::ServerContext* ctx, const v1::ListContactsRequest*,
+                                            v1::ListContactsResponse* resp) {
+  RETURN_GRPC_IF_ERROR(Authorize(*ctx).status());
+  for (const auto& cert : token_->OtherCertificates()) {
+    tokens::CertificateSummary s = tokens::Summarize(cert.get());
+    if (s.is_ca) continue;
+    v1::Contact* c = resp->add_contacts();
+    for (const std::string& e : s.emails) c->add_emails(e);
+    c->set_subject(s.subject);
+    c->set_issuer(s.issuer);
+    c->mutable_not_before()->set_seconds(s.not_before);
+    c->mutable_not_after()->set_seconds(s.not_after);
+    c->set_sha256_fingerprint(Sha256Hex(tokens::CertificateDer(cert.get())));
+  }
+  return grpc::Status::OK;
 }
 
 grpc::Status LifecycleService::DescribePublication(grpc::ServerContext* ctx,

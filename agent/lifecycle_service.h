@@ -27,6 +27,12 @@ class LifecycleService final : public v1::Lifecycle::Service {
                                   v1::ImportCertificatesResponse* resp) override;
   grpc::Status ImportPkcs12(grpc::ServerContext* ctx, const v1::ImportPkcs12Request* req,
                             v1::ImportPkcs12Response* resp) override;
+  grpc::Status RetireKey(grpc::ServerContext* ctx, const v1::RetireKeyRequest* req,
+                         v1::RetireKeyResponse* resp) override;
+  grpc::Status DeleteKey(grpc::ServerContext* ctx, const v1::DeleteKeyRequest* req,
+                         v1::DeleteKeyResponse* resp) override;
+  grpc::Status ListContacts(grpc::ServerContext* ctx, const v1::ListContactsRequest* req,
+                            v1::ListContactsResponse* resp) override;
   grpc::Status DescribePublication(grpc::ServerContext* ctx, const v1::DescribePublicationRequest* req,
                                    v1::DescribePublicationResponse* resp) override;
 

@@ -3,15 +3,19 @@
 #include <openssl/rand.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "agent/cert_policy.h"
 #include "agent/convert.h"
 #include "agent/grpc_status.h"
 #include "common/log.h"
 #include "common/status_macros.h"
 #include "tokens/certificate.h"
+#include "tokens/ossl.h"
 
 namespace smime::agent {
 
@@ -55,6 +59,71 @@ absl::StatusOr<std::shared_ptr<const tokens::Key>> AgentService::Resolve(
   // A key another tool just added, or a token just reinserted: look again.
   if (absl::IsNotFound(key.status()) && token_->RefreshIfOlderThan(absl::Seconds(1))) {
     key = ResolveKey(*token_->Keys(), token_->info(), selector);
+  }
+  return key;
+}
+
+absl::StatusOr<std::shared_ptr<X509>> ContactCertificate(const tokens::Token& token, absl::string_view email_in,
+                                                         absl::Time now) {
+  std::string email = absl::AsciiStrToLower(email_in);
+  std::vector<std::shared_ptr<X509>> candidates = token.OtherCertificates();
+  for (const auto& k : *token.Keys()) {
+    candidates.insert(candidates.end(), k->certificates().begin(), k->certificates().end());
+  }
+  std::shared_ptr<X509> best, any;
+  int64_t best_nb = 0;
+  const int64_t t = absl::ToUnixSeconds(now);
+  for (const auto& c : candidates) {
+    tokens::CertificateSummary s = tokens::Summarize(c.get());
+    if (s.is_ca || std::find(s.emails.begin(), s.emails.end(), email) == s.emails.end()) continue;
+    any = c;
+    if (s.not_before > t || t > s.not_after) continue;
+    if (!best || s.not_before > best_nb) {
+      best = c;
+      best_nb = s.not_before;
+    }
+  }
+  if (best) return best;
+  // Only an expired one: let the policy say which and since when.
+  if (any) return any;
+  return absl::NotFoundError(absl::StrCat("no certificate for ", email,
+                                          " among the contacts; import it with import-cert, or verify a signed "
+                                          "mail from them"));
+}
+
+void AgentService::RememberSigners(const std::vector<SignerInfo>& signers, absl::Time deadline) {
+  std::vector<tokens::CertificateToStore> store;
+  auto keys = token_->Keys();
+  for (const SignerInfo& s : signers) {
+    if (!s.cert || s.emails.empty()) continue;
+    bool ours = false;
+    for (const auto& k : *keys) {
+      if (k->public_key() != nullptr && EVP_PKEY_eq(k->public_key(), X509_get0_pubkey(s.cert.get())) == 1) ours = true;
+    }
+    ClearSslErrors();
+    if (ours || !CheckCertificatePolicy(s.cert.get(), CertUse::kImport, absl::Now()).ok()) continue;
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    if (X509_pubkey_digest(s.cert.get(), EVP_sha1(), md, &len) != 1) {
+      ClearSslErrors();
+      continue;
+    }
+    store.push_back({s.cert, std::string(reinterpret_cast<char*>(md), len), s.emails.front(),
+                     tokens::CertificateCategory::kOtherEntity});
+  }
+  if (store.empty()) return;
+  // Already there: skipped by StoreCertificates. A failure costs only the
+  // convenience: the verification itself stands.
+  auto st = token_->StoreCertificates(store, deadline);
+  if (!st.ok()) SMIME_LOG(kWarning, "contact_not_stored").Kv("reason", st.status().message());
+}
+
+absl::StatusOr<std::shared_ptr<const tokens::Key>> AgentService::ResolveForSigning(
+    const v1::KeySelector& sel) const {
+  ASSIGN_OR_RETURN(KeySelector selector, FromProto(sel));
+  auto key = ResolveSigningKey(*token_->Keys(), token_->info(), selector, absl::Now());
+  if (absl::IsNotFound(key.status()) && token_->RefreshIfOlderThan(absl::Seconds(1))) {
+    key = ResolveSigningKey(*token_->Keys(), token_->info(), selector, absl::Now());
   }
   return key;
 }
@@ -246,7 +315,13 @@ grpc::Status AgentService::ListKeys(grpc::ServerContext* ctx, const v1::ListKeys
                                     v1::ListKeysResponse* resp) {
   auto peer = Authorize(*ctx);
   if (!peer.ok()) return ToGrpcStatus(peer.status());
-  for (const auto& key : *token_->Keys()) ToProto(*key, token_->label(), resp->add_keys());
+  auto keys = token_->Keys();
+  absl::Time now = absl::Now();
+  for (const auto& key : *keys) {
+    v1::KeyInfo* out = resp->add_keys();
+    ToProto(*key, token_->label(), out);
+    out->set_status(KeyStatusName(StatusOf(*key, *keys, now)));
+  }
   return grpc::Status::OK;
 }
 
@@ -347,7 +422,7 @@ grpc::Status AgentService::Sign(grpc::ServerContext* ctx,
   return AuditedKeyOp(*ctx, "smime_sign", SelectorForAudit(options.key()), [&](AuditRecord& audit) -> absl::Status {
     RETURN_IF_ERROR(read);
     audit.set_mechanism(options.pss() ? "cms-rsa-pss-sha256" : "cms-sha256");
-    ASSIGN_OR_RETURN(auto key, Resolve(options.key()));
+    ASSIGN_OR_RETURN(auto key, ResolveForSigning(options.key()));
     audit.set_key(key->uri());
     RETURN_IF_ERROR(engine_.Sign(key, message, out, {options.opaque(), options.pss()}, Deadline(*ctx)));
     return out.Flush();
@@ -387,6 +462,8 @@ grpc::Status AgentService::Verify(grpc::ServerContext* ctx,
     if (s.signing_time) signer->mutable_signing_time()->set_seconds(absl::ToUnixSeconds(*s.signing_time));
   }
   head.mutable_result()->set_from_mismatch(result->from_mismatch);
+  // A signature whose chain verified: remember its signers as contacts.
+  if (!options.signature_only()) RememberSigners(result->signers, Deadline(*ctx));
   stream->Write(head);
   ResponseSink out(stream);
   out.Write(result->content);
@@ -405,6 +482,10 @@ grpc::Status AgentService::Encrypt(grpc::ServerContext* ctx,
   auto encrypt = [&](AuditRecord* audit) -> absl::Status {
     RETURN_IF_ERROR(read);
     ASSIGN_OR_RETURN(std::vector<CertPtr> recipients, ParseCertList(options.recipients(), "recipient certificate"));
+    for (const std::string& email : options.recipient_emails()) {
+      ASSIGN_OR_RETURN(CertPtr cert, ContactCertificate(*token_, email, absl::Now()));
+      recipients.push_back(std::move(cert));
+    }
     agent::EncryptOptions eopts;
     eopts.oaep = options.oaep();
     switch (options.cipher()) {
@@ -415,7 +496,7 @@ grpc::Status AgentService::Encrypt(grpc::ServerContext* ctx,
     if (audit == nullptr) {
       RETURN_IF_ERROR(engine_.Encrypt(message, out, recipients, eopts));
     } else {  // sign first, then encrypt the signed message
-      ASSIGN_OR_RETURN(auto key, Resolve(options.sign_with()));
+      ASSIGN_OR_RETURN(auto key, ResolveForSigning(options.sign_with()));
       audit->set_key(key->uri());
       RETURN_IF_ERROR(engine_.SignAndEncrypt(key, message, out, {options.sign_opaque(), false},
                                              std::move(recipients), eopts, Deadline(*ctx)));

@@ -16,6 +16,13 @@
 
 namespace smime::agent {
 
+// The certificate to encrypt to for `email`: among the token's
+// correspondent certificates and its keys' certificates (not CA ones), the
+// newest (notBefore) valid at `now`; else an expired one (the policy then
+// says why); NOT_FOUND when none carries the address.
+absl::StatusOr<std::shared_ptr<X509>> ContactCertificate(const tokens::Token& token, absl::string_view email,
+                                                         absl::Time now);
+
 struct ServiceOptions {
   // Default wait for a token session when the caller set no deadline.
   absl::Duration default_deadline = absl::Seconds(30);
@@ -56,6 +63,12 @@ class AgentService final : public v1::Agent::Service {
   // agent's uid or root.
   absl::StatusOr<PeerCred> Authorize(const grpc::ServerContext& ctx) const;
   absl::StatusOr<std::shared_ptr<const tokens::Key>> Resolve(const v1::KeySelector& sel) const;
+  // Stores the certificates of signers whose chain verified as contacts
+  // (correspondent certificates), unless they are the token's own keys'.
+  void RememberSigners(const std::vector<SignerInfo>& signers, absl::Time deadline);
+  // For signing: an email picks the newest valid certificate's key (rotation),
+  // a retired key is refused (ResolveSigningKey).
+  absl::StatusOr<std::shared_ptr<const tokens::Key>> ResolveForSigning(const v1::KeySelector& sel) const;
   absl::Time Deadline(const grpc::ServerContext& ctx) const;
   std::string NextRequestId();
   // Runs `body` for an authorized caller and writes the operation's one

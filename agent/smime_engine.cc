@@ -558,7 +558,10 @@ absl::StatusOr<VerifyResult> SmimeEngine::Verify(ByteSource& input, ByteSource* 
   STACK_OF(X509)* signers = CMS_get0_signers(parsed.cms.get());
   for (int i = 0; i < sk_X509_num(signers); ++i) {
     tokens::CertificateSummary s = tokens::Summarize(sk_X509_value(signers, i));
-    SignerInfo info{s.subject, s.emails, std::nullopt};
+    SignerInfo info{s.subject, s.emails, std::nullopt, nullptr};
+    X509* signer_cert = sk_X509_value(signers, i);
+    X509_up_ref(signer_cert);
+    info.cert = std::shared_ptr<X509>(signer_cert, X509_free);
     if (i < sk_CMS_SignerInfo_num(infos)) info.signing_time = SigningTime(sk_CMS_SignerInfo_value(infos, i));
     result.signers.push_back(std::move(info));
   }

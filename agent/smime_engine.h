@@ -59,6 +59,8 @@ struct SignerInfo {
   std::string subject;
   std::vector<std::string> emails;
   std::optional<absl::Time> signing_time;
+  // The signer's certificate.
+  std::shared_ptr<X509> cert;
 };
 
 struct VerifyResult {

@@ -88,6 +88,35 @@ absl::StatusOr<v1::ImportPkcs12Response> LifecycleClient::ImportPkcs12(absl::str
   return resp;
 }
 
+absl::StatusOr<v1::RetireKeyResponse> LifecycleClient::RetireKey(const v1::KeySelector& key) {
+  grpc::ClientContext ctx;
+  Prepare(&ctx);
+  v1::RetireKeyRequest req;
+  *req.mutable_key() = key;
+  v1::RetireKeyResponse resp;
+  if (absl::Status st = Convert(stub_->RetireKey(&ctx, req, &resp)); !st.ok()) return st;
+  return resp;
+}
+
+absl::StatusOr<v1::DeleteKeyResponse> LifecycleClient::DeleteKey(const v1::KeySelector& key, bool confirm) {
+  grpc::ClientContext ctx;
+  Prepare(&ctx);
+  v1::DeleteKeyRequest req;
+  *req.mutable_key() = key;
+  req.set_confirm(confirm);
+  v1::DeleteKeyResponse resp;
+  if (absl::Status st = Convert(stub_->DeleteKey(&ctx, req, &resp)); !st.ok()) return st;
+  return resp;
+}
+
+absl::StatusOr<v1::ListContactsResponse> LifecycleClient::ListContacts() {
+  grpc::ClientContext ctx;
+  Prepare(&ctx);
+  v1::ListContactsResponse resp;
+  if (absl::Status st = Convert(stub_->ListContacts(&ctx, v1::ListContactsRequest(), &resp)); !st.ok()) return st;
+  return resp;
+}
+
 absl::StatusOr<v1::DescribePublicationResponse> LifecycleClient::DescribePublication(
     const v1::DescribePublicationRequest& req) {
   grpc::ClientContext ctx;

@@ -106,6 +106,7 @@ nlohmann::json KeyJson(const v1::KeyInfo& k) {
       {"uri", k.uri()},
       {"emails", std::vector<std::string>(k.emails().begin(), k.emails().end())},
       {"subject", k.subject()},
+      {"status", k.status()},
   };
   if (k.has_not_after()) j["not_after"] = Rfc3339(k.not_after().seconds());
   return j;
@@ -116,11 +117,12 @@ void PrintKeyTable(const std::vector<v1::KeyInfo>& keys) {
     std::cout << "no keys on the token; make one with: smimectl keygen --type p256 --label NAME\n";
     return;
   }
-  std::vector<std::vector<std::string>> rows = {{"ID", "ALGORITHM", "LABEL", "EMAILS", "EXPIRES"}};
+  std::vector<std::vector<std::string>> rows = {{"ID", "ALGORITHM", "LABEL", "EMAILS", "EXPIRES", "STATUS"}};
   for (const auto& k : keys) {
     rows.push_back({Hex(k.id()), k.algorithm(), k.label(),
                     k.emails().empty() ? "-" : absl::StrJoin(k.emails(), ","),
-                    k.has_not_after() ? Rfc3339(k.not_after().seconds()) : "-"});
+                    k.has_not_after() ? Rfc3339(k.not_after().seconds()) : "-",
+                    k.status().empty() ? "-" : k.status()});
   }
   std::vector<size_t> width(rows[0].size(), 0);
   for (const auto& r : rows) {
@@ -270,7 +272,7 @@ int Run(int argc, char** argv) {
   std::vector<std::string> to;
   std::string cipher = "aes256-cbc", sign_with;
   bool oaep = false;
-  encrypt->add_option("--to", to, "recipient certificate file (repeatable)")->required();
+  encrypt->add_option("--to", to, "recipient certificate file, or a contact's email address (repeatable)")->required();
   encrypt->add_option("--cipher", cipher, "aes256-cbc (default), aes128-cbc or aes256-gcm");
   encrypt->add_flag("--oaep", oaep, "RSAES-OAEP key transport (SHA-256) instead of PKCS#1 v1.5");
   encrypt->add_option("--sign-with", sign_with, "sign with this key first, then encrypt");
@@ -347,7 +349,14 @@ int Run(int argc, char** argv) {
       WriteOutput(out, v.content);
     } else if (*encrypt) {
       v1::EncryptOptions o;
-      for (const auto& t : to) o.add_recipients(ReadInput(t, 1 << 20));
+      for (const auto& t : to) {
+        // An address (no such file): a contact's certificate on the agent.
+        if (t.find('@') != std::string::npos && ::access(t.c_str(), F_OK) != 0) {
+          o.add_recipient_emails(t);
+        } else {
+          o.add_recipients(ReadInput(t, 1 << 20));
+        }
+      }
       if (cipher == "aes256-cbc") o.set_cipher(v1::CONTENT_CIPHER_AES256_CBC);
       else if (cipher == "aes128-cbc") o.set_cipher(v1::CONTENT_CIPHER_AES128_CBC);
       else if (cipher == "aes256-gcm") o.set_cipher(v1::CONTENT_CIPHER_AES256_GCM);

@@ -230,6 +230,15 @@ std::unique_ptr<LifecycleCommands> LifecycleCommands::Add(CLI::App& app) {
       ->required();
   c->import_p12_->add_flag("--json", c->json_, "JSON for programs");
 
+  c->retire_ = app.add_subcommand("retire", "retire a key from signing; it stays on the token and still decrypts");
+  c->retire_->add_option("--key", c->key_, kKeyHelp)->required();
+  c->delete_ = app.add_subcommand("delete", "destroy a key with its public key and certificates (needs --yes)");
+  c->delete_->add_option("--key", c->key_, kKeyHelp)->required();
+  c->delete_->add_flag("--yes", c->yes_, "yes, destroy it: mail encrypted to it will no longer open");
+
+  c->contacts_ = app.add_subcommand("contacts", "list correspondents' certificates on the token (encrypt --to ADDRESS)");
+  c->contacts_->add_flag("--json", c->json_, "JSON array for programs");
+
   c->publish_ = app.add_subcommand("publish", "print the .well-known, TXT and SMIMEA (RFC 8162) records for a certificate");
   auto* cert = c->publish_->add_option("--cert", c->cert_, "certificate file (DER or PEM)");
   auto* key = c->publish_->add_option("--key", c->key_, "publish this token key's certificate instead");
@@ -243,7 +252,8 @@ std::unique_ptr<LifecycleCommands> LifecycleCommands::Add(CLI::App& app) {
 }
 
 bool LifecycleCommands::Selected() const {
-  return csr_->parsed() || import_->parsed() || import_p12_->parsed() || publish_->parsed();
+  return csr_->parsed() || import_->parsed() || import_p12_->parsed() || retire_->parsed() || delete_->parsed() ||
+         contacts_->parsed() || publish_->parsed();
 }
 
 int LifecycleCommands::Run(const std::string& socket_path, absl::Duration timeout) {
@@ -301,6 +311,38 @@ int LifecycleCommands::Run(const std::string& socket_path, absl::Duration timeou
                   << absl::BytesToHexString(resp->key().id()) << ") onto the token, non-extractable\n";
         for (const auto& c : resp->certificates()) PrintImported(c);
       }
+    } else if (contacts_->parsed()) {
+      auto resp = (*client)->ListContacts();
+      if (!resp.ok()) return resp.status();
+      if (json_) {
+        nlohmann::json arr = nlohmann::json::array();
+        for (const auto& c : resp->contacts()) {
+          arr.push_back({{"emails", std::vector<std::string>(c.emails().begin(), c.emails().end())},
+                         {"subject", c.subject()},
+                         {"issuer", c.issuer()},
+                         {"not_before", Rfc3339(c.not_before().seconds())},
+                         {"not_after", Rfc3339(c.not_after().seconds())},
+                         {"sha256_fingerprint", c.sha256_fingerprint()}});
+        }
+        std::cout << arr.dump(2) << "\n";
+      } else if (resp->contacts().empty()) {
+        std::cout << "no contacts; import a correspondent's certificate with import-cert\n";
+      } else {
+        for (const auto& c : resp->contacts()) {
+          std::cout << absl::StrJoin(c.emails(), ",") << "\t\"" << c.subject() << "\"\tvalid until "
+                    << Rfc3339(c.not_after().seconds()) << "\n";
+        }
+      }
+    } else if (retire_->parsed()) {
+      auto resp = (*client)->RetireKey(TextSelector(key_));
+      if (!resp.ok()) return resp.status();
+      std::cout << "retired key \"" << resp->key().label() << "\" (id " << absl::BytesToHexString(resp->key().id())
+                << ") from signing; it stays on the token and still decrypts\n";
+    } else if (delete_->parsed()) {
+      auto resp = (*client)->DeleteKey(TextSelector(key_), yes_);
+      if (!resp.ok()) return resp.status();
+      std::cout << "deleted key \"" << resp->key().label() << "\" (id " << absl::BytesToHexString(resp->key().id())
+                << "): " << resp->objects_destroyed() << " token objects destroyed\n";
     } else if (publish_->parsed()) {
       v1::DescribePublicationRequest req;
       if (!cert_.empty()) {

@@ -30,6 +30,10 @@ class LifecycleCommands {
   CLI::App* import_ = nullptr;
   CLI::App* publish_ = nullptr;
   CLI::App* import_p12_ = nullptr;
+  CLI::App* retire_ = nullptr;
+  CLI::App* contacts_ = nullptr;
+  CLI::App* delete_ = nullptr;
+  bool yes_ = false;
   std::string password_file_;
   std::string key_, subject_, out_, in_, cert_, url_base_;
   std::vector<std::string> emails_;

@@ -478,12 +478,14 @@ absl::Status Token::Refresh() {
     struct PubObj {
       std::string id;
       std::shared_ptr<EVP_PKEY> key;
+      std::string end_date;  // the retire mark (Key::end_date)
     };
     std::vector<PubObj> pubs;
     for (CK_OBJECT_HANDLE h : pub_handles) {
       ASSIGN_OR_RETURN(AttrMap a, ReadAttributes(m, s.handle(), h,
                                                  {CKA_ID, CKA_KEY_TYPE, CKA_MODULUS,
-                                                  CKA_PUBLIC_EXPONENT, CKA_EC_PARAMS, CKA_EC_POINT}));
+                                                  CKA_PUBLIC_EXPONENT, CKA_EC_PARAMS, CKA_EC_POINT,
+                                                  CKA_END_DATE}));
       std::shared_ptr<EVP_PKEY> key;
       auto kt = AttrUlong(a, CKA_KEY_TYPE);
       if (kt == CKK_RSA && a.count(CKA_MODULUS) && a.count(CKA_PUBLIC_EXPONENT)) {
@@ -491,7 +493,13 @@ absl::Status Token::Refresh() {
       } else if (kt == CKK_EC && a.count(CKA_EC_PARAMS) && a.count(CKA_EC_POINT)) {
         key = EcPublicKey(CurveNid(a[CKA_EC_PARAMS]), UnwrapEcPoint(a[CKA_EC_POINT]));
       }
-      if (key) pubs.push_back({AttrStr(a, CKA_ID), key});
+      // An empty CK_DATE (or all zero / blank) means "no end date".
+      std::string end = AttrStr(a, CKA_END_DATE);
+      if (end.size() != 8 || end == std::string(8, '0') || end == std::string(8, ' ') ||
+          end == std::string(8, '\0')) {
+        end.clear();
+      }
+      if (key) pubs.push_back({AttrStr(a, CKA_ID), key, end});
     }
 
     struct CertObj {
@@ -543,6 +551,9 @@ absl::Status Token::Refresh() {
         for (const PubObj& p : pubs) {
           if (p.id == key->id_) key->public_key_ = p.key;
         }
+      }
+      for (const PubObj& p : pubs) {
+        if (!key->id_.empty() && p.id == key->id_ && !p.end_date.empty()) key->end_date_ = p.end_date;
       }
       // Certificate: same CKA_ID, else same public key. With several (a
       // renewed certificate for the same key), the one valid longest.
@@ -1064,6 +1075,78 @@ absl::StatusOr<Token::ImportedKey> Token::ImportKey(const EVP_PKEY* key, absl::s
     if (k->id() == id) return ImportedKey{k, *std::move(created)};
   }
   return absl::InternalError("imported key not found after refresh");
+}
+
+}  // namespace smime::tokens
+
+namespace smime::tokens {
+
+bool Key::RetiredAt(absl::Time now) const {
+  if (end_date_.empty()) return false;
+  return end_date_ <= absl::FormatTime("%Y%m%d", now, absl::UTCTimeZone());
+}
+
+absl::Status Token::RetireKey(const Key& key, absl::Time now, absl::Time deadline) {
+  std::string date = absl::FormatTime("%Y%m%d", now, absl::UTCTimeZone());
+  std::string id = key.id();
+  auto done = WithSession(deadline, [&](Session& s) -> absl::StatusOr<bool> {
+    Module& m = *module_;
+    CK_OBJECT_CLASS cls = CKO_PUBLIC_KEY;
+    std::vector<CK_OBJECT_HANDLE> pubs;
+    if (!id.empty()) {
+      ASSIGN_OR_RETURN(pubs, internal::FindObjectsMatching(m, s.handle(), {{CKA_CLASS, &cls, sizeof(cls)},
+                                                                           {CKA_ID, id.data(), id.size()}}));
+    }
+    if (pubs.empty()) {
+      return absl::FailedPreconditionError(absl::StrCat("key \"", key.label(),
+                                                        "\" has no public key object on the token to carry the "
+                                                        "retire mark (CKA_END_DATE)"));
+    }
+    CK_ATTRIBUTE end = {CKA_END_DATE, date.data(), date.size()};
+    for (CK_OBJECT_HANDLE h : pubs) RETURN_IF_ERROR(P11_CALL(m, C_SetAttributeValue, s.handle(), h, &end, 1));
+    return true;
+  });
+  if (!done.ok()) return done.status();
+  SMIME_LOG(kInfo, "key_retired").Kv("token", label_).Kv("id", key.id_hex()).Kv("end_date", date);
+  return Refresh();
+}
+
+absl::StatusOr<size_t> Token::DeleteKey(const Key& key, absl::Time deadline) {
+  std::string id = key.id();
+  auto destroyed = WithSession(deadline, [&](Session& s) -> absl::StatusOr<size_t> {
+    Module& m = *module_;
+    std::vector<CK_OBJECT_HANDLE> doomed;
+    if (!id.empty()) {
+      CK_OBJECT_CLASS pub = CKO_PUBLIC_KEY, cert = CKO_CERTIFICATE;
+      for (CK_OBJECT_CLASS* cls : {&pub, &cert}) {
+        ASSIGN_OR_RETURN(auto found, internal::FindObjectsMatching(m, s.handle(), {{CKA_CLASS, cls, sizeof(*cls)},
+                                                                                    {CKA_ID, id.data(), id.size()}}));
+        doomed.insert(doomed.end(), found.begin(), found.end());
+      }
+    }
+    // Certificates of this key stored under another CKA_ID.
+    CK_OBJECT_CLASS cert_cls = CKO_CERTIFICATE;
+    ASSIGN_OR_RETURN(auto certs, internal::FindObjectsMatching(m, s.handle(), {{CKA_CLASS, &cert_cls, sizeof(cert_cls)}}));
+    for (CK_OBJECT_HANDLE h : certs) {
+      if (std::find(doomed.begin(), doomed.end(), h) != doomed.end()) continue;
+      auto a = ReadAttributes(m, s.handle(), h, {CKA_VALUE});
+      if (!a.ok() || !a->count(CKA_VALUE)) continue;
+      auto c = ParseDerCertificate((*a)[CKA_VALUE]);
+      if (c.ok() && SamePublicKey(X509_get0_pubkey(c->get()), key.public_key())) doomed.push_back(h);
+    }
+    // The private key first: once it is gone the key is gone, whatever
+    // happens to the rest.
+    RETURN_IF_ERROR(P11_CALL(m, C_DestroyObject, s.handle(), key.handle_));
+    size_t n = 1;
+    for (CK_OBJECT_HANDLE h : doomed) {
+      if (P11_CALL(m, C_DestroyObject, s.handle(), h).ok()) ++n;
+    }
+    return n;
+  });
+  if (!destroyed.ok()) return destroyed.status();
+  SMIME_LOG(kInfo, "key_deleted").Kv("token", label_).Kv("id", key.id_hex()).Kv("objects", *destroyed);
+  RETURN_IF_ERROR(Refresh());
+  return *destroyed;
 }
 
 }  // namespace smime::tokens

@@ -52,6 +52,13 @@ class Key {
   // the one above first. Decryption matches recipients against all of them.
   const std::vector<std::shared_ptr<X509>>& certificates() const { return certificates_; }
   const CertificateSummary& cert_summary() const { return cert_summary_; }
+  // CKA_END_DATE ("YYYYMMDD") of the key's public key object, empty when
+  // unset: the agent's retire mark. A key with an end date on or before
+  // today is retired from signing and still decrypts. (On the public
+  // object because SoftHSM 2.6 cannot read back a date set on a private
+  // object: C_GetAttributeValue then fails with CKR_GENERAL_ERROR.)
+  const std::string& end_date() const { return end_date_; }
+  bool RetiredAt(absl::Time now) const;
 
  private:
   friend class Token;
@@ -70,6 +77,7 @@ class Key {
   std::shared_ptr<X509> certificate_;
   std::vector<std::shared_ptr<X509>> certificates_;
   CertificateSummary cert_summary_;
+  std::string end_date_;
 };
 
 using KeyList = std::vector<std::shared_ptr<const Key>>;
@@ -167,6 +175,16 @@ class Token {
   // already present). When any step fails, every object this call created
   // is destroyed. ALREADY_EXISTS when the token holds a private key with
   // the same CKA_ID. `key` is only read; the caller frees it.
+  // Retires `key` from signing: sets CKA_END_DATE of its public key object
+  // (same CKA_ID) to the UTC date of `now` (PKCS#11: the end date for the
+  // key). Nothing else changes; the key still decrypts. FAILED_PRECONDITION
+  // when the key has no public key object.
+  absl::Status RetireKey(const Key& key, absl::Time now, absl::Time deadline);
+  // Destroys `key`'s private key object, its public key object (same
+  // CKA_ID) and every certificate object of the key (same CKA_ID or the
+  // same public key). Returns how many objects were destroyed.
+  absl::StatusOr<size_t> DeleteKey(const Key& key, absl::Time deadline);
+
   struct ImportedKey {
     std::shared_ptr<const Key> key;
     std::vector<bool> created;  // per entry of `certs`

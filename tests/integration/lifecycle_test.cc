@@ -11,12 +11,16 @@
 // it was, and publication records are compared with values openssl computes.
 #include <gtest/gtest.h>
 
+#include <map>
+
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "client/client.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/test_env.h"
@@ -611,6 +615,159 @@ TEST_F(PublishTest, Refusals) {
   r = Ctl({"publish"});
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_THAT(r.err, HasSubstr("publish needs --cert FILE or --key SEL"));
+}
+
+// ---- Rotation: retire and delete ----------------------------------------------
+
+TEST_F(LifecycleTest, RotationSignsWithNewestRetireFallsBackDeleteDestroys) {
+  TempDir tmp;
+  const std::string email = "rotate@example.com";
+  absl::Time now = absl::Now();
+  auto when = [](absl::Time t) { return absl::FormatTime("%Y%m%d%H%M%SZ", t, absl::UTCTimeZone()); };
+  std::map<std::string, std::string> ids, certs;
+  // The older certificate first, the newer one an hour old.
+  for (const auto& [label, start] : std::vector<std::pair<std::string, absl::Time>>{
+           {"rot-old", now - absl::Hours(48)}, {"rot-new", now - absl::Hours(1)}}) {
+    ids[label] = Keygen("rsa2048", label);
+    ASSERT_EQ(Ctl({"csr", "--key", label, "--subject", "/CN=Rotating Person", "--email", email, "--out",
+                   tmp.File(label + ".csr")}).exit_code,
+              0);
+    certs[label] = Issue(tmp.File(label + ".csr"), label + ".pem",
+                         {"-startdate", when(start), "-enddate", when(now + absl::Hours(24 * 30))});
+    CommandResult imp = Ctl({"import-cert", "--in", certs[label]});
+    ASSERT_EQ(imp.exit_code, 0) << imp.err;
+  }
+  EXPECT_EQ(KeyJson("rot-old")["status"], "superseded");
+  EXPECT_EQ(KeyJson("rot-new")["status"], "current");
+
+  // Signing by email picks the newest valid certificate, not "ambiguous".
+  WriteFile(tmp.File("msg.eml"), kMessage);
+  auto signer_of = [&](const std::string& name) -> std::string {
+    CommandResult sign = Ctl({"sign", "--key", email, "--in", tmp.File("msg.eml"), "--out", tmp.File(name)});
+    EXPECT_EQ(sign.exit_code, 0) << sign.err;
+    CommandResult v = Openssl({"cms", "-verify", "-in", tmp.File(name), "-CAfile", ca_->File("ca.pem"), "-signer",
+                               tmp.File(name + ".signer"), "-out", tmp.File(name + ".txt")});
+    EXPECT_EQ(v.exit_code, 0) << v.err;
+    return Openssl({"x509", "-in", tmp.File(name + ".signer"), "-noout", "-serial"}).out;
+  };
+  auto serial_of = [&](const std::string& label) {
+    return Openssl({"x509", "-in", certs[label], "-noout", "-serial"}).out;
+  };
+  EXPECT_EQ(signer_of("s1.eml"), serial_of("rot-new"));
+
+  // Mail to both keys, before any change.
+  for (const std::string label : {"rot-old", "rot-new"}) {
+    ASSERT_EQ(Openssl({"cms", "-encrypt", "-aes256", "-in", tmp.File("msg.eml"), "-out",
+                       tmp.File("to-" + label + ".eml"), certs[label]}).exit_code,
+              0);
+  }
+
+  // Retire the newer key: the older one signs again; the retired one
+  // refuses to sign when named, and still decrypts.
+  CommandResult retire = Ctl({"retire", "--key", "rot-new"});
+  ASSERT_EQ(retire.exit_code, 0) << retire.err;
+  EXPECT_THAT(retire.out, HasSubstr("retired key \"rot-new\""));
+  EXPECT_EQ(KeyJson("rot-new")["status"], "retired");
+  EXPECT_EQ(KeyJson("rot-old")["status"], "current");
+  EXPECT_EQ(signer_of("s2.eml"), serial_of("rot-old"));
+  CommandResult named = Ctl({"sign", "--key", "rot-new", "--in", tmp.File("msg.eml"), "--out", tmp.File("s3.eml")});
+  EXPECT_EQ(named.exit_code, 1);
+  EXPECT_THAT(named.err, HasSubstr("is retired from signing"));
+  for (const std::string label : {"rot-old", "rot-new"}) {
+    CommandResult dec = Ctl({"decrypt", "--in", tmp.File("to-" + label + ".eml"), "--out", tmp.File(label + ".out")});
+    EXPECT_EQ(dec.exit_code, 0) << label << ": " << dec.err;
+    EXPECT_THAT(ReadFile(tmp.File(label + ".out")), HasSubstr("requested and imported by smimectl"));
+  }
+  // The mark is the token's own: CKA_END_DATE of the public key object.
+  EXPECT_THAT(agent_->Log(), HasSubstr("op=retire"));
+
+  // Delete asks for --yes and changes nothing without it.
+  std::string before = TokenObjects();
+  EXPECT_THAT(before, HasSubstr("ID:         " + ids["rot-new"]));
+  CommandResult no = Ctl({"delete", "--key", "rot-new"});
+  EXPECT_EQ(no.exit_code, 2);
+  EXPECT_THAT(no.err, HasSubstr("confirm with --yes"));
+  EXPECT_EQ(TokenObjects(), before);
+  CommandResult del = Ctl({"delete", "--key", "rot-new", "--yes"});
+  ASSERT_EQ(del.exit_code, 0) << del.err;
+  EXPECT_THAT(del.out, HasSubstr("3 token objects destroyed"));
+  std::string after = TokenObjects();
+  EXPECT_THAT(after, Not(HasSubstr("ID:         " + ids["rot-new"])));
+  EXPECT_THAT(after, HasSubstr("ID:         " + ids["rot-old"]));
+  EXPECT_NE(Ctl({"keys", "--json"}).out.find("rot-old"), std::string::npos);
+  EXPECT_EQ(Ctl({"keys", "--json"}).out.find("rot-new"), std::string::npos);
+  EXPECT_EQ(signer_of("s4.eml"), serial_of("rot-old"));
+}
+
+// ---- Contacts -------------------------------------------------------------------
+
+TEST_F(LifecycleTest, EncryptToContactByEmail) {
+  TempDir tmp;
+  WriteFile(tmp.File("msg.eml"), kMessage);
+  // Not imported yet: a clear NOT_FOUND, no output.
+  CommandResult none = Ctl({"encrypt", "--to", "carol.contact@example.com", "--in", tmp.File("msg.eml"), "--out",
+                            tmp.File("none.eml")});
+  EXPECT_EQ(none.exit_code, 1);
+  EXPECT_THAT(none.err, HasSubstr("no certificate for carol.contact@example.com among the contacts"));
+
+  std::string cert = Issue(SoftwareRequest(tmp, "carol-contact"), "carol-contact.pem", {"-days", "30"},
+                           "subjectAltName = email:Carol.Contact@example.com\n"
+                           "keyUsage = critical,digitalSignature,keyEncipherment\n"
+                           "extendedKeyUsage = emailProtection\n");
+  CommandResult imp = Ctl({"import-cert", "--in", cert});
+  ASSERT_EQ(imp.exit_code, 0) << imp.err;
+  EXPECT_THAT(imp.out, HasSubstr("correspondent (contact) certificate"));
+
+  CommandResult list = Ctl({"contacts", "--json"});
+  ASSERT_EQ(list.exit_code, 0) << list.err;
+  bool listed = false;
+  for (const auto& c : nlohmann::json::parse(list.out)) {
+    if (c["emails"] == nlohmann::json::array({"carol.contact@example.com"})) listed = true;
+  }
+  EXPECT_TRUE(listed) << list.out;
+  EXPECT_THAT(Ctl({"contacts"}).out, HasSubstr("carol.contact@example.com\t\"CN=carol-contact\""));
+
+  // By address (any case), together with a certificate file.
+  CommandResult enc = Ctl({"encrypt", "--to", "Carol.Contact@Example.com", "--in", tmp.File("msg.eml"), "--out",
+                           tmp.File("enc.eml")});
+  ASSERT_EQ(enc.exit_code, 0) << enc.err;
+  CommandResult dec = Openssl({"cms", "-decrypt", "-in", tmp.File("enc.eml"), "-inkey", tmp.File("carol-contact.key"),
+                               "-recip", cert, "-out", tmp.File("dec.eml")});
+  ASSERT_EQ(dec.exit_code, 0) << dec.err;
+  EXPECT_THAT(ReadFile(tmp.File("dec.eml")), HasSubstr("requested and imported by smimectl"));
+}
+
+TEST_F(LifecycleTest, VerifiedSignerBecomesContact) {
+  TempDir tmp;
+  WriteFile(tmp.File("msg.eml"), kMessage);
+  std::string cert = Issue(SoftwareRequest(tmp, "dan-signer"), "dan-signer.pem", {"-days", "30"},
+                           "subjectAltName = email:dan.signer@example.com\n"
+                           "keyUsage = critical,digitalSignature,keyEncipherment\n"
+                           "extendedKeyUsage = emailProtection\n");
+  ASSERT_EQ(Openssl({"cms", "-sign", "-in", tmp.File("msg.eml"), "-signer", cert, "-inkey",
+                     tmp.File("dan-signer.key"), "-out", tmp.File("signed.eml")}).exit_code,
+            0);
+  EXPECT_THAT(Ctl({"contacts"}).out, Not(HasSubstr("dan.signer@example.com")));
+  // --signature-only checks no chain: nothing is remembered.
+  ASSERT_EQ(Ctl({"verify", "--signature-only", "--in", tmp.File("signed.eml"), "--out", tmp.File("c0.txt")}).exit_code,
+            0);
+  EXPECT_THAT(Ctl({"contacts"}).out, Not(HasSubstr("dan.signer@example.com")));
+  CommandResult v = Ctl({"verify", "--ca", ca_->File("ca.pem"), "--in", tmp.File("signed.eml"), "--out",
+                         tmp.File("c1.txt")});
+  ASSERT_EQ(v.exit_code, 0) << v.err;
+  EXPECT_THAT(Ctl({"contacts"}).out, HasSubstr("dan.signer@example.com"));
+  CommandResult enc = Ctl({"encrypt", "--to", "dan.signer@example.com", "--in", tmp.File("msg.eml"), "--out",
+                           tmp.File("enc.eml")});
+  ASSERT_EQ(enc.exit_code, 0) << enc.err;
+  CommandResult dec = Openssl({"cms", "-decrypt", "-in", tmp.File("enc.eml"), "-inkey", tmp.File("dan-signer.key"),
+                               "-out", tmp.File("dec.eml")});
+  EXPECT_EQ(dec.exit_code, 0) << dec.err;
+  // Verifying again stores no duplicate.
+  std::string before = Ctl({"contacts", "--json"}).out;
+  ASSERT_EQ(Ctl({"verify", "--ca", ca_->File("ca.pem"), "--in", tmp.File("signed.eml"), "--out",
+                 tmp.File("c2.txt")}).exit_code,
+            0);
+  EXPECT_EQ(Ctl({"contacts", "--json"}).out, before);
 }
 
 // ---- PKCS#12 import -----------------------------------------------------------
