@@ -173,30 +173,30 @@ std::string EcPointUncompressed(const EVP_PKEY* key, int nid) {
   return std::string(reinterpret_cast<char*>(buf), n);
 }
 
-std::string Sha1Of(absl::string_view data) {
-  unsigned char md[SHA_DIGEST_LENGTH];
-  SHA1(reinterpret_cast<const unsigned char*>(data.data()), data.size(), md);
-  return std::string(reinterpret_cast<char*>(md), sizeof(md));
-}
-
 }  // namespace
 
 absl::StatusOr<std::string> KeyIdForPublicKey(const EVP_PKEY* key) {
   if (EVP_PKEY_is_a(key, "RSA")) {
     std::string n = BnParam(key, OSSL_PKEY_PARAM_RSA_N);
     if (n.empty()) return absl::InvalidArgumentError("the RSA key has no modulus");
-    return Sha1Of(n);
+    return internal::KeyIdFromPublicValue(n);
   }
   if (EVP_PKEY_is_a(key, "EC")) {
     std::string point = EcPointUncompressed(key, EcCurveNid(key));
     if (point.empty()) return absl::InvalidArgumentError("the EC key's curve or point is not supported");
-    return Sha1Of(point);
+    return internal::KeyIdFromPublicValue(point);
   }
   return absl::InvalidArgumentError(
       absl::StrCat("the key is ", EVP_PKEY_get0_type_name(key), "; only RSA and EC keys are supported"));
 }
 
 namespace internal {
+
+std::string KeyIdFromPublicValue(absl::string_view modulus_or_point) {
+  unsigned char md[SHA_DIGEST_LENGTH];
+  SHA1(reinterpret_cast<const unsigned char*>(modulus_or_point.data()), modulus_or_point.size(), md);
+  return std::string(reinterpret_cast<char*>(md), sizeof(md));
+}
 
 absl::StatusOr<std::pair<CK_OBJECT_HANDLE, CK_OBJECT_HANDLE>> CreateKeyPairObjects(Module& m, CK_SESSION_HANDLE s,
                                                                                    const EVP_PKEY* key,

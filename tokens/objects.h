@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "tokens/module.h"
 
 namespace smime::tokens {
@@ -40,6 +41,11 @@ struct CertificateToStore {
 absl::StatusOr<std::string> KeyIdForPublicKey(const EVP_PKEY* key);
 
 namespace internal {
+
+// The CKA_ID rule itself: SHA-1 of the RSA modulus (unsigned big-endian) or
+// of the uncompressed EC point, as GenerateKey reads them from the token and
+// KeyIdForPublicKey from a software key.
+std::string KeyIdFromPublicValue(absl::string_view modulus_or_point);
 
 // Every object matching `tmpl`; C_FindObjectsFinal runs whatever happens.
 absl::StatusOr<std::vector<CK_OBJECT_HANDLE>> FindObjectsMatching(Module& m, CK_SESSION_HANDLE s,

@@ -53,24 +53,10 @@ absl::StatusOr<AttrMap> ReadAttributes(Module& m, CK_SESSION_HANDLE s, CK_OBJECT
   return out;
 }
 
-// An object search; C_FindObjectsFinal runs whatever happens.
+// The objects of one class (the search itself is internal::FindObjectsMatching).
 absl::StatusOr<std::vector<CK_OBJECT_HANDLE>> FindObjects(Module& m, CK_SESSION_HANDLE s,
                                                           CK_OBJECT_CLASS cls) {
-  CK_ATTRIBUTE tmpl[] = {{CKA_CLASS, &cls, sizeof(cls)}};
-  RETURN_IF_ERROR(P11_CALL(m, C_FindObjectsInit, s, tmpl, 1));
-  std::vector<CK_OBJECT_HANDLE> out;
-  absl::Status st;
-  for (;;) {
-    CK_OBJECT_HANDLE batch[64];
-    CK_ULONG n = 0;
-    st = P11_CALL(m, C_FindObjects, s, batch, 64, &n);
-    if (!st.ok() || n == 0) break;
-    out.insert(out.end(), batch, batch + n);
-  }
-  absl::Status fin = P11_CALL(m, C_FindObjectsFinal, s);
-  RETURN_IF_ERROR(st);
-  RETURN_IF_ERROR(fin);
-  return out;
+  return internal::FindObjectsMatching(m, s, {{CKA_CLASS, &cls, sizeof(cls)}});
 }
 
 bool AttrTrue(const AttrMap& a, CK_ATTRIBUTE_TYPE t) {
@@ -177,12 +163,6 @@ bool SamePublicKey(EVP_PKEY* a, EVP_PKEY* b) {
   bool same = EVP_PKEY_eq(a, b) == 1;
   ClearSslErrors();
   return same;
-}
-
-std::string Sha1(absl::string_view data) {
-  unsigned char md[SHA_DIGEST_LENGTH];
-  SHA1(reinterpret_cast<const unsigned char*>(data.data()), data.size(), md);
-  return std::string(reinterpret_cast<char*>(md), sizeof(md));
 }
 
 // DER of a namedCurve OID, as CKA_EC_PARAMS wants it.
@@ -931,7 +911,7 @@ absl::StatusOr<std::shared_ptr<const Key>> Token::GenerateKey(KeySpec spec, absl
       return attrs.ok() ? absl::InternalError("token did not return the new public key") : attrs.status();
     }
     std::string value = attrs->begin()->second;
-    std::string new_id = Sha1(rsa ? value : UnwrapEcPoint(value));
+    std::string new_id = internal::KeyIdFromPublicValue(rsa ? value : UnwrapEcPoint(value));
     CK_ATTRIBUTE set_id = {CKA_ID, new_id.data(), new_id.size()};
     absl::Status st = P11_CALL(*module_, C_SetAttributeValue, s.handle(), pub, &set_id, 1);
     if (st.ok()) st = P11_CALL(*module_, C_SetAttributeValue, s.handle(), priv, &set_id, 1);
