@@ -1,8 +1,6 @@
 #include "agent/lifecycle_service.h"
 
-#include <openssl/rand.h>
 #include <openssl/sha.h>
-#include <unistd.h>
 
 #include <chrono>
 
@@ -20,11 +18,6 @@
 
 namespace smime::agent {
 namespace {
-
-std::string SelectorForAudit(const v1::KeySelector& sel) {
-  auto s = FromProto(sel);
-  return s.ok() ? DescribeSelector(*s) : "-";
-}
 
 std::string Sha256Hex(absl::string_view data) {
   unsigned char md[SHA256_DIGEST_LENGTH];
@@ -68,60 +61,16 @@ void ToProto(const DnsRecord& r, v1::DnsRecord* out) {
 
 LifecycleService::LifecycleService(tokens::Token* token, const PeerRegistry* peers, const AuditLog* audit,
                                    absl::Duration default_deadline)
-    : token_(token), importer_(token), peers_(peers), audit_(audit), default_deadline_(default_deadline),
-      own_uid_(::geteuid()) {
-  unsigned char r[3];
-  if (RAND_bytes(r, sizeof(r)) != 1) r[0] = r[1] = r[2] = 0;
-  request_prefix_ = absl::StrCat("lc", tokens::HexEncode(absl::string_view(reinterpret_cast<char*>(r), sizeof(r))));
-}
-
-absl::StatusOr<PeerCred> LifecycleService::Authorize(const grpc::ServerContext& ctx) const {
-  std::optional<PeerCred> cred = peers_->LookupPeer(ctx.peer());
-  if (!cred) return absl::PermissionDeniedError("the agent cannot identify the caller's uid");
-  if (cred->uid != own_uid_ && cred->uid != 0) {
-    SMIME_LOG(kWarning, "peer_refused").Kv("peer_uid", cred->uid).Kv("peer_pid", cred->pid);
-    return absl::PermissionDeniedError(
-        absl::StrCat("uid ", cred->uid, " may not use this agent; it serves uid ", own_uid_, " only"));
-  }
-  return *cred;
-}
-
-absl::Time LifecycleService::Deadline(const grpc::ServerContext& ctx) const {
-  absl::Time fallback = absl::Now() + default_deadline_;
-  auto d = ctx.deadline();
-  if (d == std::chrono::system_clock::time_point::max()) return fallback;
-  absl::Time t = absl::FromChrono(d);
-  return t < fallback ? t : fallback;
-}
-
-absl::StatusOr<std::shared_ptr<const tokens::Key>> LifecycleService::Resolve(const v1::KeySelector& sel) const {
-  ASSIGN_OR_RETURN(KeySelector selector, FromProto(sel));
-  auto key = ResolveKey(*token_->Keys(), token_->info(), selector);
-  if (absl::IsNotFound(key.status()) && token_->RefreshIfOlderThan(absl::Seconds(1))) {
-    key = ResolveKey(*token_->Keys(), token_->info(), selector);
-  }
-  return key;
-}
-
-template <typename Body>
-grpc::Status LifecycleService::Audited(const grpc::ServerContext& ctx, const char* op, std::string key,
-                                       Body body) {
-  const std::string rid = absl::StrCat(request_prefix_, "-", ++request_counter_);
-  auto peer = Authorize(ctx);
-  AuditRecord audit(*audit_, op, rid, peer.ok() ? peer->uid : static_cast<uid_t>(-1), peer.ok() ? peer->pid : 0);
-  audit.set_key(std::move(key));
-  absl::Status status = peer.ok() ? body(audit) : peer.status();
-  return ToGrpcStatus(audit.Result(status), rid);
-}
+    : token_(token), importer_(token), gate_(token, peers, audit, default_deadline, "lc") {}
 
 grpc::Status LifecycleService::CreateCsr(grpc::ServerContext* ctx, const v1::CreateCsrRequest* req,
                                          v1::CreateCsrResponse* resp) {
-  return Audited(*ctx, "csr", SelectorForAudit(req->key()), [&](AuditRecord& audit) -> absl::Status {
-    ASSIGN_OR_RETURN(auto key, Resolve(req->key()));
+  return gate_.Audited(*ctx, "csr", SelectorForAudit(req->key()), [&](AuditRecord& audit) -> absl::Status {
+    ASSIGN_OR_RETURN(auto key, gate_.Resolve(req->key()));
     audit.set_key(key->uri());
     audit.set_mechanism(key->algorithm() == tokens::KeyAlgorithm::kEc ? "ecdsa-sha256" : "rsa-pkcs1-sha256");
     CsrSpec spec{req->subject(), {req->emails().begin(), req->emails().end()}};
-    ASSIGN_OR_RETURN(*resp->mutable_csr_der(), MakeCsr(token_, key, spec, Deadline(*ctx)));
+    ASSIGN_OR_RETURN(*resp->mutable_csr_der(), MakeCsr(token_, key, spec, gate_.Deadline(*ctx)));
     agent::ToProto(*key, token_->label(), resp->mutable_key());
     return absl::OkStatus();
   });
@@ -132,10 +81,10 @@ grpc::Status LifecycleService::ImportCertificates(grpc::ServerContext* ctx,
                                                   v1::ImportCertificatesResponse* resp) {
   // Not a private-key operation, but it changes what the token signs with
   // and which chain it sends: audited all the same.
-  return Audited(*ctx, "import_certificates", "-", [&](AuditRecord& audit) -> absl::Status {
+  return gate_.Audited(*ctx, "import_certificates", "-", [&](AuditRecord& audit) -> absl::Status {
     audit.set_mechanism("x509");
     ASSIGN_OR_RETURN(std::vector<ImportedCertificate> imported,
-                     importer_.Import(req->certificates(), absl::Now(), Deadline(*ctx)));
+                     importer_.Import(req->certificates(), absl::Now(), gate_.Deadline(*ctx)));
     for (const ImportedCertificate& c : imported) {
       ToProto(c, token_->label(), resp->add_certificates());
       if (c.key) audit.set_key(c.key->uri());
@@ -147,11 +96,11 @@ grpc::Status LifecycleService::ImportCertificates(grpc::ServerContext* ctx,
 grpc::Status LifecycleService::ImportPkcs12(grpc::ServerContext* ctx, const v1::ImportPkcs12Request* req,
                                             v1::ImportPkcs12Response* resp) {
   // Private key bytes pass through here on their way to the token.
-  return Audited(*ctx, "import_p12", "-", [&](AuditRecord& audit) -> absl::Status {
+  return gate_.Audited(*ctx, "import_p12", "-", [&](AuditRecord& audit) -> absl::Status {
     audit.set_mechanism("pkcs12");
     tokens::SecretBuffer password(req->password().data(), req->password().size());
     ASSIGN_OR_RETURN(ImportedPkcs12 imported,
-                     importer_.ImportPkcs12(req->pkcs12(), password, absl::Now(), Deadline(*ctx)));
+                     importer_.ImportPkcs12(req->pkcs12(), password, absl::Now(), gate_.Deadline(*ctx)));
     password.Wipe();
     audit.set_key(imported.key->uri());
     agent::ToProto(*imported.key, token_->label(), resp->mutable_key());
@@ -164,12 +113,12 @@ grpc::Status LifecycleService::ImportPkcs12(grpc::ServerContext* ctx, const v1::
 
 grpc::Status LifecycleService::RetireKey(grpc::ServerContext* ctx, const v1::RetireKeyRequest* req,
                                          v1::RetireKeyResponse* resp) {
-  return Audited(*ctx, "retire", SelectorForAudit(req->key()), [&](AuditRecord& audit) -> absl::Status {
+  return gate_.Audited(*ctx, "retire", SelectorForAudit(req->key()), [&](AuditRecord& audit) -> absl::Status {
     audit.set_mechanism("cka-end-date");
-    ASSIGN_OR_RETURN(auto key, Resolve(req->key()));
+    ASSIGN_OR_RETURN(auto key, gate_.Resolve(req->key()));
     audit.set_key(key->uri());
     absl::Time now = absl::Now();
-    RETURN_IF_ERROR(token_->RetireKey(*key, now, Deadline(*ctx)));
+    RETURN_IF_ERROR(token_->RetireKey(*key, now, gate_.Deadline(*ctx)));
     auto keys = token_->Keys();
     for (const auto& k : *keys) {
       if (k->id() != key->id() || k->label() != key->label()) continue;
@@ -182,9 +131,9 @@ grpc::Status LifecycleService::RetireKey(grpc::ServerContext* ctx, const v1::Ret
 
 grpc::Status LifecycleService::DeleteKey(grpc::ServerContext* ctx, const v1::DeleteKeyRequest* req,
                                          v1::DeleteKeyResponse* resp) {
-  return Audited(*ctx, "delete_key", SelectorForAudit(req->key()), [&](AuditRecord& audit) -> absl::Status {
+  return gate_.Audited(*ctx, "delete_key", SelectorForAudit(req->key()), [&](AuditRecord& audit) -> absl::Status {
     audit.set_mechanism("destroy");
-    ASSIGN_OR_RETURN(auto key, Resolve(req->key()));
+    ASSIGN_OR_RETURN(auto key, gate_.Resolve(req->key()));
     audit.set_key(key->uri());
     if (!req->confirm()) {
       return absl::InvalidArgumentError(absl::StrCat("deleting key \"", key->label(), "\" (id ", key->id_hex(),
@@ -192,7 +141,7 @@ grpc::Status LifecycleService::DeleteKey(grpc::ServerContext* ctx, const v1::Del
                                                      "open; confirm with --yes (or retire it instead)"));
     }
     agent::ToProto(*key, token_->label(), resp->mutable_key());
-    ASSIGN_OR_RETURN(size_t n, token_->DeleteKey(*key, Deadline(*ctx)));
+    ASSIGN_OR_RETURN(size_t n, token_->DeleteKey(*key, gate_.Deadline(*ctx)));
     resp->set_objects_destroyed(static_cast<uint32_t>(n));
     return absl::OkStatus();
   });
@@ -200,7 +149,7 @@ grpc::Status LifecycleService::DeleteKey(grpc::ServerContext* ctx, const v1::Del
 
 grpc::Status LifecycleService::ListContacts(grpc::ServerContext* ctx, const v1::ListContactsRequest*,
                                             v1::ListContactsResponse* resp) {
-  RETURN_GRPC_IF_ERROR(Authorize(*ctx).status());
+  RETURN_GRPC_IF_ERROR(gate_.Authorize(*ctx).status());
   for (const auto& cert : token_->OtherCertificates()) {
     tokens::CertificateSummary s = tokens::Summarize(cert.get());
     if (s.is_ca) continue;
@@ -218,10 +167,10 @@ grpc::Status LifecycleService::ListContacts(grpc::ServerContext* ctx, const v1::
 grpc::Status LifecycleService::DescribePublication(grpc::ServerContext* ctx,
                                                    const v1::DescribePublicationRequest* req,
                                                    v1::DescribePublicationResponse* resp) {
-  RETURN_GRPC_IF_ERROR(Authorize(*ctx).status());
+  RETURN_GRPC_IF_ERROR(gate_.Authorize(*ctx).status());
   std::shared_ptr<X509> cert;
   if (req->has_key()) {
-    auto key = Resolve(req->key());
+    auto key = gate_.Resolve(req->key());
     if (!key.ok()) return ToGrpcStatus(key.status());
     if ((*key)->certificate() == nullptr) {
       return ToGrpcStatus(absl::FailedPreconditionError(

@@ -5,10 +5,10 @@
 #ifndef SMIME_AGENT_LIFECYCLE_SERVICE_H_
 #define SMIME_AGENT_LIFECYCLE_SERVICE_H_
 
-#include <atomic>
 #include <string>
 
 #include "agent/audit.h"
+#include "agent/call_gate.h"
 #include "agent/cert_import.h"
 #include "agent/listener.h"
 #include "smime/agent/v1/lifecycle.grpc.pb.h"
@@ -37,23 +37,9 @@ class LifecycleService final : public v1::Lifecycle::Service {
                                    v1::DescribePublicationResponse* resp) override;
 
  private:
-  // PERMISSION_DENIED unless the caller runs as the agent's uid or root
-  // (the Agent service's rule).
-  absl::StatusOr<PeerCred> Authorize(const grpc::ServerContext& ctx) const;
-  absl::StatusOr<std::shared_ptr<const tokens::Key>> Resolve(const v1::KeySelector& sel) const;
-  absl::Time Deadline(const grpc::ServerContext& ctx) const;
-  // Runs `body` for an authorized caller and writes one audit line.
-  template <typename Body>
-  grpc::Status Audited(const grpc::ServerContext& ctx, const char* op, std::string key, Body body);
-
   tokens::Token* token_;
   CertificateImporter importer_;
-  const PeerRegistry* peers_;
-  const AuditLog* audit_;
-  absl::Duration default_deadline_;
-  uid_t own_uid_;
-  std::string request_prefix_;
-  std::atomic<uint64_t> request_counter_{0};
+  CallGate gate_;
 };
 
 }  // namespace smime::agent

@@ -1,8 +1,5 @@
 #include "agent/service.h"
 
-#include <openssl/rand.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <chrono>
 
@@ -21,47 +18,8 @@ namespace smime::agent {
 
 AgentService::AgentService(tokens::Token* token, const PeerRegistry* peers, const AuditLog* audit,
                            ServiceOptions options)
-    : token_(token), engine_(token), peers_(peers), audit_(audit), options_(options), own_uid_(::geteuid()) {
-  unsigned char r[3];
-  if (RAND_bytes(r, sizeof(r)) != 1) r[0] = r[1] = r[2] = 0;
-  request_prefix_ = tokens::HexEncode(absl::string_view(reinterpret_cast<char*>(r), sizeof(r)));
-}
-
-std::string AgentService::NextRequestId() {
-  return absl::StrCat(request_prefix_, "-", ++request_counter_);
-}
-
-absl::StatusOr<PeerCred> AgentService::Authorize(const grpc::ServerContext& ctx) const {
-  std::optional<PeerCred> cred = peers_->LookupPeer(ctx.peer());
-  if (!cred) {
-    return absl::PermissionDeniedError("the agent cannot identify the caller's uid");
-  }
-  if (cred->uid != own_uid_ && cred->uid != 0) {
-    SMIME_LOG(kWarning, "peer_refused").Kv("peer_uid", cred->uid).Kv("peer_pid", cred->pid);
-    return absl::PermissionDeniedError(absl::StrCat(
-        "uid ", cred->uid, " may not use this agent; it serves uid ", own_uid_, " only"));
-  }
-  return *cred;
-}
-
-absl::Time AgentService::Deadline(const grpc::ServerContext& ctx) const {
-  absl::Time fallback = absl::Now() + options_.default_deadline;
-  auto d = ctx.deadline();
-  if (d == std::chrono::system_clock::time_point::max()) return fallback;
-  absl::Time t = absl::FromChrono(d);
-  return t < fallback ? t : fallback;
-}
-
-absl::StatusOr<std::shared_ptr<const tokens::Key>> AgentService::Resolve(
-    const v1::KeySelector& sel) const {
-  ASSIGN_OR_RETURN(KeySelector selector, FromProto(sel));
-  auto key = ResolveKey(*token_->Keys(), token_->info(), selector);
-  // A key another tool just added, or a token just reinserted: look again.
-  if (absl::IsNotFound(key.status()) && token_->RefreshIfOlderThan(absl::Seconds(1))) {
-    key = ResolveKey(*token_->Keys(), token_->info(), selector);
-  }
-  return key;
-}
+    : token_(token), engine_(token), options_(options),
+      gate_(token, peers, audit, options.default_deadline) {}
 
 absl::StatusOr<std::shared_ptr<X509>> ContactCertificate(const tokens::Token& token, absl::string_view email_in,
                                                          absl::Time now) {
@@ -116,16 +74,6 @@ void AgentService::RememberSigners(const std::vector<SignerInfo>& signers, absl:
   // convenience: the verification itself stands.
   auto st = token_->StoreCertificates(store, deadline);
   if (!st.ok()) SMIME_LOG(kWarning, "contact_not_stored").Kv("reason", st.status().message());
-}
-
-absl::StatusOr<std::shared_ptr<const tokens::Key>> AgentService::ResolveForSigning(
-    const v1::KeySelector& sel) const {
-  ASSIGN_OR_RETURN(KeySelector selector, FromProto(sel));
-  auto key = ResolveSigningKey(*token_->Keys(), token_->info(), selector, absl::Now());
-  if (absl::IsNotFound(key.status()) && token_->RefreshIfOlderThan(absl::Seconds(1))) {
-    key = ResolveSigningKey(*token_->Keys(), token_->info(), selector, absl::Now());
-  }
-  return key;
 }
 
 namespace {
@@ -304,16 +252,11 @@ absl::StatusOr<std::vector<CertPtr>> ParseCertList(const google::protobuf::Repea
   return out;
 }
 
-// How a request's selector is named in the audit line before it resolves.
-std::string SelectorForAudit(const v1::KeySelector& sel) {
-  auto s = FromProto(sel);
-  return s.ok() ? DescribeSelector(*s) : "-";
-}
 }  // namespace
 
 grpc::Status AgentService::ListKeys(grpc::ServerContext* ctx, const v1::ListKeysRequest*,
                                     v1::ListKeysResponse* resp) {
-  auto peer = Authorize(*ctx);
+  auto peer = gate_.Authorize(*ctx);
   if (!peer.ok()) return ToGrpcStatus(peer.status());
   auto keys = token_->Keys();
   absl::Time now = absl::Now();
@@ -328,8 +271,8 @@ grpc::Status AgentService::ListKeys(grpc::ServerContext* ctx, const v1::ListKeys
 grpc::Status AgentService::GetCertificate(grpc::ServerContext* ctx,
                                           const v1::GetCertificateRequest* req,
                                           v1::GetCertificateResponse* resp) {
-  RETURN_GRPC_IF_ERROR(Authorize(*ctx).status());
-  auto key = Resolve(req->key());
+  RETURN_GRPC_IF_ERROR(gate_.Authorize(*ctx).status());
+  auto key = gate_.Resolve(req->key());
   if (!key.ok()) return ToGrpcStatus(key.status());
   if ((*key)->certificate() == nullptr) {
     return ToGrpcStatus(absl::NotFoundError(absl::StrCat(
@@ -342,8 +285,8 @@ grpc::Status AgentService::GetCertificate(grpc::ServerContext* ctx,
 
 grpc::Status AgentService::GetPublicKey(grpc::ServerContext* ctx, const v1::GetPublicKeyRequest* req,
                                         v1::GetPublicKeyResponse* resp) {
-  RETURN_GRPC_IF_ERROR(Authorize(*ctx).status());
-  auto key = Resolve(req->key());
+  RETURN_GRPC_IF_ERROR(gate_.Authorize(*ctx).status());
+  auto key = gate_.Resolve(req->key());
   if (!key.ok()) return ToGrpcStatus(key.status());
   if ((*key)->public_key() == nullptr) {
     return ToGrpcStatus(absl::FailedPreconditionError(absl::StrCat(
@@ -354,27 +297,15 @@ grpc::Status AgentService::GetPublicKey(grpc::ServerContext* ctx, const v1::GetP
   return grpc::Status::OK;
 }
 
-template <typename Body>
-grpc::Status AgentService::AuditedKeyOp(const grpc::ServerContext& ctx, const char* op,
-                                        std::string key_description, Body body) {
-  const std::string rid = NextRequestId();
-  auto peer = Authorize(ctx);
-  AuditRecord audit(*audit_, op, rid, peer.ok() ? peer->uid : static_cast<uid_t>(-1),
-                    peer.ok() ? peer->pid : 0);
-  audit.set_key(std::move(key_description));
-  absl::Status status = peer.ok() ? body(audit) : peer.status();
-  return ToGrpcStatus(audit.Result(status), rid);
-}
-
 grpc::Status AgentService::SignDigest(grpc::ServerContext* ctx, const v1::SignDigestRequest* req,
                                       v1::SignDigestResponse* resp) {
-  return AuditedKeyOp(*ctx, "sign", SelectorForAudit(req->key()),
+  return gate_.Audited(*ctx, "sign", SelectorForAudit(req->key()),
                       [&](AuditRecord& audit) -> absl::Status {
     ASSIGN_OR_RETURN(tokens::SignMechanism mech, FromProto(req->algorithm()));
     audit.set_mechanism(tokens::SignMechanismName(mech));
-    ASSIGN_OR_RETURN(auto key, Resolve(req->key()));
+    ASSIGN_OR_RETURN(auto key, gate_.Resolve(req->key()));
     audit.set_key(key->uri());
-    ASSIGN_OR_RETURN(std::string sig, token_->Sign(*key, mech, req->digest(), Deadline(*ctx)));
+    ASSIGN_OR_RETURN(std::string sig, token_->Sign(*key, mech, req->digest(), gate_.Deadline(*ctx)));
     resp->set_signature(std::move(sig));
     resp->set_key_uri(key->uri());
     return absl::OkStatus();
@@ -383,14 +314,14 @@ grpc::Status AgentService::SignDigest(grpc::ServerContext* ctx, const v1::SignDi
 
 grpc::Status AgentService::DecryptKey(grpc::ServerContext* ctx, const v1::DecryptKeyRequest* req,
                                       v1::DecryptKeyResponse* resp) {
-  return AuditedKeyOp(*ctx, "decrypt", SelectorForAudit(req->key()),
+  return gate_.Audited(*ctx, "decrypt", SelectorForAudit(req->key()),
                       [&](AuditRecord& audit) -> absl::Status {
     ASSIGN_OR_RETURN(tokens::DecryptMechanism mech, FromProto(req->padding()));
     audit.set_mechanism(tokens::DecryptMechanismName(mech));
-    ASSIGN_OR_RETURN(auto key, Resolve(req->key()));
+    ASSIGN_OR_RETURN(auto key, gate_.Resolve(req->key()));
     audit.set_key(key->uri());
     ASSIGN_OR_RETURN(std::string plain,
-                     token_->Decrypt(*key, mech, req->ciphertext(), Deadline(*ctx)));
+                     token_->Decrypt(*key, mech, req->ciphertext(), gate_.Deadline(*ctx)));
     resp->set_plaintext(std::move(plain));
     resp->set_key_uri(key->uri());
     return absl::OkStatus();
@@ -399,11 +330,11 @@ grpc::Status AgentService::DecryptKey(grpc::ServerContext* ctx, const v1::Decryp
 
 grpc::Status AgentService::GenerateKey(grpc::ServerContext* ctx, const v1::GenerateKeyRequest* req,
                                        v1::GenerateKeyResponse* resp) {
-  return AuditedKeyOp(*ctx, "generate", absl::StrCat("label=", req->label()),
+  return gate_.Audited(*ctx, "generate", absl::StrCat("label=", req->label()),
                       [&](AuditRecord& audit) -> absl::Status {
     ASSIGN_OR_RETURN(tokens::KeySpec spec, FromProto(req->type()));
     audit.set_mechanism(v1::KeyType_Name(req->type()));
-    ASSIGN_OR_RETURN(auto key, token_->GenerateKey(spec, req->label(), Deadline(*ctx)));
+    ASSIGN_OR_RETURN(auto key, token_->GenerateKey(spec, req->label(), gate_.Deadline(*ctx)));
     audit.set_key(key->uri());
     ToProto(*key, token_->label(), resp->mutable_key());
     return absl::OkStatus();
@@ -419,19 +350,19 @@ grpc::Status AgentService::Sign(grpc::ServerContext* ctx,
   decltype(requests)::Part message(&requests, v1::SignRequest::kData, options_.max_message_bytes,
                                    TooLarge(options_.max_message_bytes, false));
   ResponseSink out(stream);
-  return AuditedKeyOp(*ctx, "smime_sign", SelectorForAudit(options.key()), [&](AuditRecord& audit) -> absl::Status {
+  return gate_.Audited(*ctx, "smime_sign", SelectorForAudit(options.key()), [&](AuditRecord& audit) -> absl::Status {
     RETURN_IF_ERROR(read);
     audit.set_mechanism(options.pss() ? "cms-rsa-pss-sha256" : "cms-sha256");
-    ASSIGN_OR_RETURN(auto key, ResolveForSigning(options.key()));
+    ASSIGN_OR_RETURN(auto key, gate_.ResolveForSigning(options.key()));
     audit.set_key(key->uri());
-    RETURN_IF_ERROR(engine_.Sign(key, message, out, {options.opaque(), options.pss()}, Deadline(*ctx)));
+    RETURN_IF_ERROR(engine_.Sign(key, message, out, {options.opaque(), options.pss()}, gate_.Deadline(*ctx)));
     return out.Flush();
   });
 }
 
 grpc::Status AgentService::Verify(grpc::ServerContext* ctx,
                                   grpc::ServerReaderWriter<v1::VerifyResponse, v1::VerifyRequest>* stream) {
-  RETURN_GRPC_IF_ERROR(Authorize(*ctx).status());
+  RETURN_GRPC_IF_ERROR(gate_.Authorize(*ctx).status());
   RequestStream requests(ctx, stream);
   v1::VerifyRequest first;
   RETURN_GRPC_IF_ERROR(requests.ReadOptions(&first));
@@ -463,7 +394,7 @@ grpc::Status AgentService::Verify(grpc::ServerContext* ctx,
   }
   head.mutable_result()->set_from_mismatch(result->from_mismatch);
   // A signature whose chain verified: remember its signers as contacts.
-  if (!options.signature_only()) RememberSigners(result->signers, Deadline(*ctx));
+  if (!options.signature_only()) RememberSigners(result->signers, gate_.Deadline(*ctx));
   stream->Write(head);
   ResponseSink out(stream);
   out.Write(result->content);
@@ -496,21 +427,21 @@ grpc::Status AgentService::Encrypt(grpc::ServerContext* ctx,
     if (audit == nullptr) {
       RETURN_IF_ERROR(engine_.Encrypt(message, out, recipients, eopts));
     } else {  // sign first, then encrypt the signed message
-      ASSIGN_OR_RETURN(auto key, ResolveForSigning(options.sign_with()));
+      ASSIGN_OR_RETURN(auto key, gate_.ResolveForSigning(options.sign_with()));
       audit->set_key(key->uri());
       RETURN_IF_ERROR(engine_.SignAndEncrypt(key, message, out, {options.sign_opaque(), false},
-                                             std::move(recipients), eopts, Deadline(*ctx)));
+                                             std::move(recipients), eopts, gate_.Deadline(*ctx)));
     }
     return out.Flush();
   };
   if (options.has_sign_with()) {
-    return AuditedKeyOp(*ctx, "smime_sign_encrypt", SelectorForAudit(options.sign_with()),
+    return gate_.Audited(*ctx, "smime_sign_encrypt", SelectorForAudit(options.sign_with()),
                         [&](AuditRecord& audit) -> absl::Status {
       audit.set_mechanism("cms-sha256");
       return encrypt(&audit);
     });
   }
-  RETURN_GRPC_IF_ERROR(Authorize(*ctx).status());
+  RETURN_GRPC_IF_ERROR(gate_.Authorize(*ctx).status());
   return ToGrpcStatus(encrypt(nullptr));
 }
 
@@ -524,14 +455,14 @@ grpc::Status AgentService::Decrypt(grpc::ServerContext* ctx,
                                    TooLarge(options_.max_message_bytes, true));
   absl::StatusOr<DecryptResult> result = absl::UnknownError("not run");
   std::string described = options.has_key() ? SelectorForAudit(options.key()) : "-";
-  grpc::Status status = AuditedKeyOp(*ctx, "smime_decrypt", described, [&](AuditRecord& audit) -> absl::Status {
+  grpc::Status status = gate_.Audited(*ctx, "smime_decrypt", described, [&](AuditRecord& audit) -> absl::Status {
     RETURN_IF_ERROR(read);
     audit.set_mechanism("cms");
     std::shared_ptr<const tokens::Key> only;
     if (options.has_key()) {
-      ASSIGN_OR_RETURN(only, Resolve(options.key()));
+      ASSIGN_OR_RETURN(only, gate_.Resolve(options.key()));
     }
-    result = engine_.Decrypt(message, Deadline(*ctx), only);
+    result = engine_.Decrypt(message, gate_.Deadline(*ctx), only);
     if (result.ok()) audit.set_key(result->key_uri);
     return result.status();
   });

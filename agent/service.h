@@ -7,6 +7,7 @@
 #include <string>
 
 #include "agent/audit.h"
+#include "agent/call_gate.h"
 #include "agent/key_resolver.h"
 #include "agent/listener.h"
 #include "agent/smime_engine.h"
@@ -59,32 +60,14 @@ class AgentService final : public v1::Agent::Service {
                        grpc::ServerReaderWriter<v1::DecryptResponse, v1::DecryptRequest>* stream) override;
 
  private:
-  // The caller's credentials; PERMISSION_DENIED unless it runs as the
-  // agent's uid or root.
-  absl::StatusOr<PeerCred> Authorize(const grpc::ServerContext& ctx) const;
-  absl::StatusOr<std::shared_ptr<const tokens::Key>> Resolve(const v1::KeySelector& sel) const;
   // Stores the certificates of signers whose chain verified as contacts
   // (correspondent certificates), unless they are the token's own keys'.
   void RememberSigners(const std::vector<SignerInfo>& signers, absl::Time deadline);
-  // For signing: an email picks the newest valid certificate's key (rotation),
-  // a retired key is refused (ResolveSigningKey).
-  absl::StatusOr<std::shared_ptr<const tokens::Key>> ResolveForSigning(const v1::KeySelector& sel) const;
-  absl::Time Deadline(const grpc::ServerContext& ctx) const;
-  std::string NextRequestId();
-  // Runs `body` for an authorized caller and writes the operation's one
-  // audit line, whatever the outcome.
-  template <typename Body>
-  grpc::Status AuditedKeyOp(const grpc::ServerContext& ctx, const char* op,
-                            std::string key_description, Body body);
 
   tokens::Token* token_;
   SmimeEngine engine_;
-  const PeerRegistry* peers_;
-  const AuditLog* audit_;
   ServiceOptions options_;
-  uid_t own_uid_;
-  std::string request_prefix_;
-  std::atomic<uint64_t> request_counter_{0};
+  CallGate gate_;
 };
 
 }  // namespace smime::agent
