@@ -6,12 +6,10 @@
 #
 # Creates in DIR:
 #   peer-ca.pem / peer-ca.key   "Peer CA", valid 2019-01-01 .. 2099-12-31
-#   frank.{key,pem,p12}         RSA-2048, frank@example.org, valid from now
-#   grace.{key,pem,p12}         P-256 (ECDH/ECDSA), grace@example.org
+#   frank.{key,pem}             RSA-2048, frank@example.org, valid from now
+#   grace.{key,pem}             P-256 (ECDH/ECDSA), grace@example.org
 #   henry.{key,pem}             RSA-2048, henry@example.org, valid only
 #                               2020-01-01 .. 2020-12-31 (expired)
-# PKCS#12 files have the password "test" and use PBE-SHA1-3DES: gpgsm 2.2
-# cannot read OpenSSL 3's default (PBES2/AES) PKCS#12.
 set -euo pipefail
 dir="$(mkdir -p "$1" && cd "$1" && pwd)"
 cd "$dir"
@@ -70,8 +68,4 @@ person frank "-algorithm RSA -pkeyopt rsa_keygen_bits:2048" rsa_ext -days 3650
 person grace "-algorithm EC -pkeyopt ec_paramgen_curve:P-256" ec_ext -days 3650
 person henry "-algorithm RSA -pkeyopt rsa_keygen_bits:2048" rsa_ext \
   -startdate 20200101000000Z -enddate 20201231235959Z
-for name in frank grace; do
-  openssl pkcs12 -export -inkey "$name.key" -in "$name.pem" -certfile peer-ca.pem -name "$name" \
-    -passout pass:test -certpbe PBE-SHA1-3DES -keypbe PBE-SHA1-3DES -macalg sha1 -out "$name.p12"
-done
 rm -f ./*.csr

@@ -16,6 +16,7 @@
 #include "absl/strings/str_split.h"
 #include "client/client.h"
 #include "common/limits.h"
+#include "tests/testing/gpgsm.h"
 #include "tests/testing/ossl_verify.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/test_env.h"
@@ -362,24 +363,14 @@ TEST_F(SmimeStreamTest, DetachedSignatureOverLfBytesVerifies) {
   signatures.push_back({"openssl -binary", tmp.File("openssl.p7s")});
 
   if (RunCommand({"gpgsm", "--version"}).exit_code == 0) {
-    // A throwaway GNUPGHOME: import the key (gpgsm 2.2 reads 3DES PKCS#12
-    // only), trust the CA, sign. Passphrases come in on stdin.
+    // A throwaway GNUPGHOME that trusts the CA and holds the signer's key.
     std::string home = tmp.File("gnupg");
-    ASSERT_EQ(::mkdir(home.c_str(), 0700), 0);
-    WriteFile(home + "/gpg-agent.conf", "allow-loopback-pinentry\n");
-    WriteFile(home + "/gpgsm.conf", "disable-crl-checks\n");
-    ASSERT_EQ(RunCommand({"openssl", "pkcs12", "-export", "-certpbe", "PBE-SHA1-3DES", "-keypbe", "PBE-SHA1-3DES",
-                          "-macalg", "sha1", "-inkey", tmp.File("s.key"), "-in", tmp.File("s.pem"), "-certfile",
-                          tmp.File("ca.pem"), "-passout", "pass:x", "-out", tmp.File("s.p12")})
-                  .exit_code,
-              0);
     CommandResult fpr = RunCommand({"openssl", "x509", "-in", tmp.File("ca.pem"), "-noout", "-fingerprint", "-sha1"});
-    WriteFile(home + "/trustlist.txt", fpr.out.substr(fpr.out.find('=') + 1, 59) + " S\n");
+    testing::MakeGnupgHome(home, fpr.out.substr(fpr.out.find('=') + 1, 59) + " S\n");
+    CommandResult imp = testing::GpgsmImportKey(home, tmp.File("s.key"), tmp.File("s.pem"), tmp.File("ca.pem"));
+    ASSERT_NE(imp.err.find("secret keys imported: 1"), std::string::npos) << imp.err;
     testing::RunOptions gpg = testing::WithEnv({{"GNUPGHOME", home}});
-    gpg.stdin_data = "x\n";
-    CommandResult imp = RunCommand({"gpgsm", "--batch", "--pinentry-mode", "loopback", "--passphrase-fd", "0",
-                                    "--import", tmp.File("s.p12")},
-                                   gpg);
+    gpg.stdin_data = std::string(testing::kGpgsmKeyPassphrase) + "\n";
     CommandResult sig = RunCommand({"gpgsm", "--batch", "--pinentry-mode", "loopback", "--passphrase-fd", "0",
                                     "--detach-sign", "-u", "lf@example.com", "-o", tmp.File("gpgsm.p7s"),
                                     tmp.File("msg.txt")},

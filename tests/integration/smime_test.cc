@@ -29,6 +29,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
 #include "client/client.h"
+#include "tests/testing/gpgsm.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/test_env.h"
 
@@ -383,14 +384,11 @@ class GpgsmTest : public SmimeTest {
   static void SetUpTestSuite() {
     home_ = new TempDir();
     gnupg_ = home_->File("gnupg");
-    ASSERT_EQ(::mkdir(gnupg_.c_str(), 0700), 0);
-    WriteFile(gnupg_ + "/gpgsm.conf", "disable-crl-checks\n");
-    WriteFile(gnupg_ + "/gpg-agent.conf", "allow-loopback-pinentry\n");
-    WriteFile(gnupg_ + "/trustlist.txt", absl::StrCat(Sha1Fingerprint(TestCa()), " S relax\n",
-                                                      Sha1Fingerprint(PeerCa()), " S relax\n"));
+    testing::MakeGnupgHome(gnupg_, absl::StrCat(Sha1Fingerprint(TestCa()), " S relax\n",
+                                                Sha1Fingerprint(PeerCa()), " S relax\n"));
     CommandResult imp = Gpgsm({"--import", TestCa(), PeerCa(), Cert("alice"), Cert("bob"), Cert("erin")});
     ASSERT_EQ(imp.exit_code, 0) << imp.err;
-    CommandResult p12 = Gpgsm({"--import", g_env->peers_->File("frank.p12")}, "test\n");
+    CommandResult p12 = testing::GpgsmImportKey(gnupg_, g_env->peers_->File("frank.key"), Cert("frank"), PeerCa());
     ASSERT_EQ(p12.exit_code, 0) << p12.err;
     ASSERT_THAT(p12.err, HasSubstr("secret keys imported: 1"));
   }
