@@ -1,5 +1,6 @@
 #include "agent/lifecycle_service.h"
 
+#include <openssl/crypto.h>
 #include <openssl/sha.h>
 
 #include <chrono>
@@ -99,6 +100,11 @@ grpc::Status LifecycleService::ImportPkcs12(grpc::ServerContext* ctx, const v1::
   return gate_.Audited(*ctx, "import_p12", "-", [&](AuditRecord& audit) -> absl::Status {
     audit.set_mechanism("pkcs12");
     tokens::SecretBuffer password(req->password().data(), req->password().size());
+    // The request's copy is wiped at once (gRPC owns the message, which is
+    // not const; only our pointer to it is). SecretBuffer wipes its own.
+    std::string* sent = const_cast<v1::ImportPkcs12Request*>(req)->mutable_password();
+    OPENSSL_cleanse(sent->data(), sent->size());
+    sent->clear();
     ASSIGN_OR_RETURN(ImportedPkcs12 imported,
                      importer_.ImportPkcs12(req->pkcs12(), password, absl::Now(), gate_.Deadline(*ctx)));
     password.Wipe();

@@ -38,20 +38,21 @@ inline EVP_PKEY* CachedKey(KeyKind kind) {
 
 using Extensions = std::vector<std::pair<int, std::string>>;
 
-// A certificate for a `kind` key with `exts` (OpenSSL config syntax),
-// valid from now+`from` to now+`until`, signed by a throwaway issuer key.
-inline std::shared_ptr<X509> MakeCert(KeyKind kind, const Extensions& exts, absl::Duration from = -absl::Hours(24),
-                               absl::Duration until = absl::Hours(24 * 365)) {
+// A certificate for `subject_key` named CN=`cn`, with `exts` (OpenSSL
+// config syntax), valid from `not_before` to `not_after`, signed by a
+// throwaway issuer key.
+inline std::shared_ptr<X509> MakeCertFor(EVP_PKEY* subject_key, const std::string& cn, const Extensions& exts,
+                                         absl::Time not_before, absl::Time not_after) {
   SslPtr<X509> cert(X509_new());
   X509_set_version(cert.get(), 2);
   ASN1_INTEGER_set(X509_get_serialNumber(cert.get()), 7);
   X509_NAME* name = X509_get_subject_name(cert.get());
-  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, reinterpret_cast<const unsigned char*>("Policy Test"), -1,
+  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, reinterpret_cast<const unsigned char*>(cn.c_str()), -1,
                              -1, 0);
   X509_set_issuer_name(cert.get(), name);
-  X509_time_adj_ex(X509_getm_notBefore(cert.get()), 0, absl::ToInt64Seconds(from), nullptr);
-  X509_time_adj_ex(X509_getm_notAfter(cert.get()), 0, absl::ToInt64Seconds(until), nullptr);
-  X509_set_pubkey(cert.get(), CachedKey(kind));
+  ASN1_TIME_set(X509_getm_notBefore(cert.get()), absl::ToTimeT(not_before));
+  ASN1_TIME_set(X509_getm_notAfter(cert.get()), absl::ToTimeT(not_after));
+  X509_set_pubkey(cert.get(), subject_key);
   X509V3_CTX ctx;
   X509V3_set_ctx_nodb(&ctx);
   X509V3_set_ctx(&ctx, cert.get(), cert.get(), nullptr, nullptr, 0);
@@ -64,6 +65,14 @@ inline std::shared_ptr<X509> MakeCert(KeyKind kind, const Extensions& exts, absl
   }
   EXPECT_GT(X509_sign(cert.get(), CachedKey(KeyKind::kRsa), EVP_sha256()), 0);
   return std::shared_ptr<X509>(cert.release(), X509_free);
+}
+
+// A certificate for a `kind` key with `exts`, valid from now+`from` to
+// now+`until`.
+inline std::shared_ptr<X509> MakeCert(KeyKind kind, const Extensions& exts, absl::Duration from = -absl::Hours(24),
+                                      absl::Duration until = absl::Hours(24 * 365)) {
+  absl::Time now = absl::Now();
+  return MakeCertFor(CachedKey(kind), "Policy Test", exts, now + from, now + until);
 }
 
 }  // namespace smime::testing

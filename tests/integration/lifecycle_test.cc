@@ -770,6 +770,27 @@ TEST_F(LifecycleTest, VerifiedSignerBecomesContact) {
   EXPECT_EQ(Ctl({"contacts", "--json"}).out, before);
 }
 
+// The token's own signatures verify like anyone's, but the signer is not a
+// correspondent: its certificate is already on the token, as the key's.
+TEST_F(LifecycleTest, OwnSignatureDoesNotBecomeAContact) {
+  TempDir tmp;
+  Keygen("p256", "self-signer");
+  ASSERT_EQ(Ctl({"csr", "--key", "self-signer", "--subject", "/CN=Self Signer", "--email", "self.signer@example.com",
+                 "--out", tmp.File("req.pem")}).exit_code,
+            0);
+  ASSERT_EQ(Ctl({"import-cert", "--in", Issue(tmp.File("req.pem"), "self-signer.pem", {"-days", "30"})}).exit_code, 0);
+  WriteFile(tmp.File("msg.eml"), kMessage);
+  ASSERT_EQ(Ctl({"sign", "--key", "self-signer", "--in", tmp.File("msg.eml"), "--out", tmp.File("s.eml")}).exit_code,
+            0);
+  std::string before = TokenObjects();
+  CommandResult v = Ctl({"verify", "--ca", ca_->File("ca.pem"), "--in", tmp.File("s.eml"), "--out",
+                         tmp.File("c.txt")});
+  ASSERT_EQ(v.exit_code, 0) << v.err;
+  EXPECT_THAT(v.err, HasSubstr("self.signer@example.com"));
+  EXPECT_THAT(Ctl({"contacts"}).out, Not(HasSubstr("self.signer@example.com")));
+  EXPECT_EQ(TokenObjects(), before);
+}
+
 // ---- PKCS#12 import -----------------------------------------------------------
 
 // A software key and certificate from the test CA, bundled by
