@@ -2,7 +2,6 @@
 
 #include <fcntl.h>
 #include <openssl/crypto.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -13,10 +12,11 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "client/client.h"
 #include "client/lifecycle_client.h"
+#include "common/secret_file.h"
+#include "common/status_macros.h"
 
 namespace smime::client {
 namespace {
@@ -62,48 +62,11 @@ absl::Status WriteFile(const std::string& path, const std::string& data) {
 }
 
 // A password file, read by the rules the agent applies to PIN files
-// (tokens/pin.h, which this layer does not link): a regular file that group
-// and others cannot read or write, owned by this user or root, at most
-// 4096 bytes; one trailing newline (LF or CRLF) dropped; empty refused.
-// The caller wipes the result.
+// (common/secret_file.h). The caller wipes the result.
 absl::StatusOr<std::string> ReadPasswordFile(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-  if (fd < 0) {
-    return absl::FailedPreconditionError(absl::StrCat("cannot open password file ", path, ": ", std::strerror(errno)));
-  }
-  struct stat st;
-  absl::Status bad;
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    bad = absl::FailedPreconditionError(absl::StrCat("password file ", path, " is not a regular file"));
-  } else if ((st.st_mode & 077) != 0) {
-    bad = absl::FailedPreconditionError(absl::StrFormat(
-        "password file %s is accessible by group or others (mode %04o); run: chmod 600 %s", path,
-        st.st_mode & 07777, path));
-  } else if (st.st_uid != ::getuid() && st.st_uid != 0) {
-    bad = absl::FailedPreconditionError(absl::StrCat("password file ", path, " belongs to another user"));
-  } else if (st.st_size > 4096) {
-    bad = absl::InvalidArgumentError(absl::StrCat("password file ", path, " is too large to hold a password"));
-  }
-  if (!bad.ok()) {
-    ::close(fd);
-    return bad;
-  }
-  std::string out(4097, '\0');
-  size_t total = 0;
-  for (;;) {
-    ssize_t n = ::read(fd, out.data() + total, out.size() - 1 - total);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    total += static_cast<size_t>(n);
-    if (total >= out.size() - 1) break;
-  }
-  ::close(fd);
-  size_t len = total;
-  if (len > 0 && out[len - 1] == '\n') --len;
-  if (len > 0 && out[len - 1] == '\r') --len;
-  OPENSSL_cleanse(out.data() + len, out.size() - len);
-  out.resize(len);
-  if (out.empty()) return absl::InvalidArgumentError(absl::StrCat("password file ", path, " is empty"));
+  std::string out;
+  RETURN_IF_ERROR(ReadSecretFile(path, "password file", "a password",
+                                 [&](const char* data, size_t size) { out.assign(data, size); }));
   return out;
 }
 

@@ -3,7 +3,6 @@
 #include <fcntl.h>
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -11,7 +10,8 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
+#include "common/secret_file.h"
+#include "common/status_macros.h"
 
 namespace smime::tokens {
 
@@ -40,53 +40,10 @@ void SecretBuffer::Wipe() {
 }
 
 absl::StatusOr<SecretBuffer> ReadPinFile(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-  if (fd < 0) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("cannot open PIN file ", path, ": ", std::strerror(errno)));
-  }
-  struct stat st;
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    return absl::FailedPreconditionError(absl::StrCat("PIN file ", path, " is not a regular file"));
-  }
-  if ((st.st_mode & 077) != 0) {
-    ::close(fd);
-    return absl::FailedPreconditionError(absl::StrFormat(
-        "PIN file %s is accessible by group or others (mode %04o); run: chmod 600 %s", path,
-        st.st_mode & 07777, path));
-  }
-  if (st.st_uid != ::getuid() && st.st_uid != 0) {
-    ::close(fd);
-    return absl::FailedPreconditionError(
-        absl::StrCat("PIN file ", path, " belongs to another user"));
-  }
-  if (st.st_size > 4096) {
-    ::close(fd);
-    return absl::InvalidArgumentError(absl::StrCat("PIN file ", path, " is too large to hold a PIN"));
-  }
-  SecretBuffer buf;
-  {
-    char tmp[4097];
-    ssize_t total = 0;
-    for (;;) {
-      ssize_t n = ::read(fd, tmp + total, sizeof(tmp) - 1 - static_cast<size_t>(total));
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) break;
-      total += n;
-      if (static_cast<size_t>(total) >= sizeof(tmp) - 1) break;
-    }
-    size_t len = static_cast<size_t>(total);
-    if (len > 0 && tmp[len - 1] == '\n') --len;
-    if (len > 0 && tmp[len - 1] == '\r') --len;
-    buf = SecretBuffer(tmp, len);
-    OPENSSL_cleanse(tmp, sizeof(tmp));
-  }
-  ::close(fd);
-  if (buf.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat("PIN file ", path, " is empty"));
-  }
-  return buf;
+  SecretBuffer pin;
+  RETURN_IF_ERROR(ReadSecretFile(path, "PIN file", "a PIN",
+                                 [&](const char* data, size_t size) { pin = SecretBuffer(data, size); }));
+  return pin;
 }
 
 absl::StatusOr<SecretBuffer> TakePinFromEnv(const std::string& name) {
