@@ -61,10 +61,8 @@ class AgentTest : public ::testing::Test {
     EXPECT_THAT(c.status(), IsOk());
     return std::move(*c);
   }
-  CommandResult Ctl(std::vector<std::string> args, testing::RunOptions options = {}) {
-    std::vector<std::string> argv = {testing::SmimectlBinary(), "--socket", agent_->socket()};
-    argv.insert(argv.end(), args.begin(), args.end());
-    return RunCommand(argv, options);
+  CommandResult Ctl(std::vector<std::string> args, const testing::RunOptions& options = {}) {
+    return agent_->Smimectl(std::move(args), options);
   }
   std::string Pub(const std::string& name) { return token_->Path("pub/" + name + ".pem"); }
 

@@ -120,15 +120,8 @@ class LifecycleTest : public ::testing::Test {
     return tmp.File(name + ".csr");
   }
 
-  static CommandResult Ctl(std::vector<std::string> args) {
-    std::vector<std::string> argv = {testing::SmimectlBinary(), "--socket", agent_->socket()};
-    argv.insert(argv.end(), args.begin(), args.end());
-    return RunCommand(argv);
-  }
-  static CommandResult Openssl(std::vector<std::string> args) {
-    args.insert(args.begin(), "openssl");
-    return RunCommand(args);
-  }
+  static CommandResult Ctl(std::vector<std::string> args) { return agent_->Smimectl(std::move(args)); }
+  static CommandResult Openssl(std::vector<std::string> args) { return testing::Openssl(std::move(args)); }
   static CommandResult Shell(const std::string& script) { return RunCommand({"sh", "-c", script}); }
 
   // Every object on the token as pkcs11-tool lists it (logged in, so

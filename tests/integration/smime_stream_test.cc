@@ -106,11 +106,10 @@ class SmimeStreamTest : public ::testing::Test {
   void TearDown() override { EXPECT_TRUE(agent_->Running()) << agent_->Log(); }
 
   static CommandResult Ctl(const testing::AgentProcess& agent, std::vector<std::string> args) {
-    std::vector<std::string> argv = {testing::SmimectlBinary(), "--socket", agent.socket(), "--timeout", "300"};
-    argv.insert(argv.end(), args.begin(), args.end());
+    args.insert(args.begin(), {"--timeout", "300"});
     testing::RunOptions o;
     o.timeout = absl::Seconds(300);
-    return RunCommand(argv, o);
+    return agent.Smimectl(std::move(args), o);
   }
   CommandResult Ctl(std::vector<std::string> args) { return Ctl(*agent_, std::move(args)); }
   std::unique_ptr<client::AgentClient> Client() {

@@ -178,16 +178,11 @@ class SmimeTest : public ::testing::Test {
 
  public:
   // Helpers, also for the error table's input makers.
-  static CommandResult Ctl(std::vector<std::string> args, const std::string& socket = "") {
-    std::vector<std::string> argv = {testing::SmimectlBinary(), "--socket",
-                                     socket.empty() ? g_env->agent_->socket() : socket};
-    argv.insert(argv.end(), args.begin(), args.end());
-    return RunCommand(argv);
+  // smimectl against the suite's agent, or `agent` when given.
+  static CommandResult Ctl(std::vector<std::string> args, const testing::AgentProcess* agent = nullptr) {
+    return (agent != nullptr ? *agent : *g_env->agent_).Smimectl(std::move(args));
   }
-  static CommandResult Openssl(std::vector<std::string> args) {
-    args.insert(args.begin(), "openssl");
-    return RunCommand(args);
-  }
+  static CommandResult Openssl(std::vector<std::string> args) { return testing::Openssl(std::move(args)); }
   // openssl with the token's private keys (pkcs11-provider).
   static CommandResult OpensslWithToken(std::vector<std::string> args) {
     args.insert(args.begin(), "openssl");
@@ -1083,11 +1078,11 @@ TEST_F(SmimeTest, MessageOverAgentRequestLimitIsRefused) {
   ASSERT_THAT(small.status(), IsOk());
   WriteFile(tmp.File("big.eml"), absl::StrCat("Subject: big\r\n\r\n", std::string(1536 << 10, 'x')));
   CommandResult r = Ctl({"sign", "--key", "alice", "--in", tmp.File("big.eml"), "--out", tmp.File("out")},
-                        (*small)->socket());
+                        small->get());
   ExpectCleanFailure(r, 1, "larger than", tmp.File("out"));
   WriteFile(tmp.File("small.eml"), Message());
   CommandResult s = Ctl({"sign", "--key", "alice", "--in", tmp.File("small.eml"), "--out", tmp.File("ok")},
-                        (*small)->socket());
+                        small->get());
   EXPECT_EQ(s.exit_code, 0) << s.err;
   EXPECT_TRUE((*small)->Running());
 }
@@ -1344,7 +1339,7 @@ TEST_F(SmimeTest, MaxMessageBytesBoundsWholeMessages) {
   ASSERT_THAT(agent.status(), IsOk());
   WriteFile(tmp.File("big.eml"), absl::StrCat("Subject: big\r\n\r\n", std::string(3 << 20, 'x')));
   CommandResult r = Ctl({"sign", "--key", "alice", "--in", tmp.File("big.eml"), "--out", tmp.File("out")},
-                        (*agent)->socket());
+                        agent->get());
   ExpectCleanFailure(r, 1, "larger than the agent's limit of 2 MiB", tmp.File("out"));
   EXPECT_TRUE((*agent)->Running());
 }
@@ -1362,13 +1357,13 @@ TEST_F(SmimeTest, OversizedStreamIsAuditedAsResourceExhaustedForTheCaller) {
   // (signed or encrypted) input.
   WriteFile(tmp.File("big.eml"), absl::StrCat("Subject: big\r\n\r\n", std::string(3 << 20, 'x')));
   CommandResult s = Ctl({"sign", "--key", "alice", "--in", tmp.File("big.eml"), "--out", tmp.File("out")},
-                        (*agent)->socket());
+                        agent->get());
   EXPECT_EQ(s.exit_code, 1) << s.err;
   // A real enveloped message, so the agent reads on until the limit.
   CommandResult enc = RunCommand({"openssl", "cms", "-encrypt", "-aes256", "-in", tmp.File("big.eml"), "-out",
                                   tmp.File("big.p7m"), g_env->token_->Path("certs/alice.pem")});
   ASSERT_EQ(enc.exit_code, 0) << enc.err;
-  CommandResult d = Ctl({"decrypt", "--in", tmp.File("big.p7m"), "--out", tmp.File("out")}, (*agent)->socket());
+  CommandResult d = Ctl({"decrypt", "--in", tmp.File("big.p7m"), "--out", tmp.File("out")}, agent->get());
   EXPECT_EQ(d.exit_code, 1) << d.err;
   (*agent)->Stop();
   std::string audit = ReadFile(tmp.File("audit.log"));

@@ -259,4 +259,14 @@ AgentProcess::~AgentProcess() { Stop(); }
 
 std::string AgentProcess::Log() const { return ReadFile(log_path_); }
 
+CommandResult AgentProcess::Smimectl(std::vector<std::string> args, const RunOptions& options) const {
+  args.insert(args.begin(), {SmimectlBinary(), "--socket", socket_});
+  return RunCommand(args, options);
+}
+
+CommandResult Openssl(std::vector<std::string> args, const RunOptions& options) {
+  args.insert(args.begin(), "openssl");
+  return RunCommand(args, options);
+}
+
 }  // namespace smime::testing

@@ -65,6 +65,8 @@ inline RunOptions AsUser(uid_t uid, gid_t gid) {
 
 // Runs argv[0] (a path or a name on PATH) and collects its output.
 CommandResult RunCommand(const std::vector<std::string>& argv, const RunOptions& options = {});
+// RunCommand of `openssl args...`.
+CommandResult Openssl(std::vector<std::string> args, const RunOptions& options = {});
 
 // A throwaway SoftHSM token in its own directory.
 struct TestToken {
@@ -98,6 +100,8 @@ class AgentProcess {
   bool Running();
   // Everything the agent wrote to stderr so far.
   std::string Log() const;
+  // Runs the real smimectl against this agent's socket.
+  CommandResult Smimectl(std::vector<std::string> args, const RunOptions& options = {}) const;
 
  private:
   AgentProcess() = default;
