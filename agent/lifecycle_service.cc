@@ -119,12 +119,21 @@ grpc::Status LifecycleService::ImportPkcs12(grpc::ServerContext* ctx, const v1::
 
 grpc::Status LifecycleService::RetireKey(grpc::ServerContext* ctx, const v1::RetireKeyRequest* req,
                                          v1::RetireKeyResponse* resp) {
-  return gate_.Audited(*ctx, "retire", SelectorForAudit(req->key()), [&](AuditRecord& audit) -> absl::Status {
+  const char* operation = req->reinstate() ? "reinstate" : "retire";
+  return gate_.Audited(*ctx, operation, SelectorForAudit(req->key()), [&](AuditRecord& audit) -> absl::Status {
     audit.set_mechanism("cka-end-date");
     ASSIGN_OR_RETURN(auto key, gate_.Resolve(req->key()));
     audit.set_key(key->uri());
     absl::Time now = absl::Now();
-    RETURN_IF_ERROR(token_->RetireKey(*key, now, gate_.Deadline(*ctx)));
+    if (req->reinstate()) {
+      if (key->end_date().empty()) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("key \"", key->label(), "\" (id ", key->id_hex(), ") is not retired"));
+      }
+      RETURN_IF_ERROR(token_->ReinstateKey(*key, gate_.Deadline(*ctx)));
+    } else {
+      RETURN_IF_ERROR(token_->RetireKey(*key, now, gate_.Deadline(*ctx)));
+    }
     auto keys = token_->Keys();
     for (const auto& k : *keys) {
       if (k->id() != key->id() || k->label() != key->label()) continue;

@@ -88,11 +88,12 @@ absl::StatusOr<v1::ImportPkcs12Response> LifecycleClient::ImportPkcs12(absl::str
   return resp;
 }
 
-absl::StatusOr<v1::RetireKeyResponse> LifecycleClient::RetireKey(const v1::KeySelector& key) {
+absl::StatusOr<v1::RetireKeyResponse> LifecycleClient::RetireKey(const v1::KeySelector& key, bool reinstate) {
   grpc::ClientContext ctx;
   Prepare(&ctx);
   v1::RetireKeyRequest req;
   *req.mutable_key() = key;
+  req.set_reinstate(reinstate);
   v1::RetireKeyResponse resp;
   if (absl::Status st = Convert(stub_->RetireKey(&ctx, req, &resp)); !st.ok()) return st;
   return resp;

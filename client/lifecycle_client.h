@@ -33,7 +33,8 @@ class LifecycleClient {
   absl::StatusOr<v1::ImportCertificatesResponse> ImportCertificates(absl::string_view certificates);
   // Writes a PKCS#12 file's key and certificates onto the token.
   absl::StatusOr<v1::ImportPkcs12Response> ImportPkcs12(absl::string_view pkcs12, absl::string_view password);
-  absl::StatusOr<v1::RetireKeyResponse> RetireKey(const v1::KeySelector& key);
+  // `reinstate` undoes an earlier retirement.
+  absl::StatusOr<v1::RetireKeyResponse> RetireKey(const v1::KeySelector& key, bool reinstate = false);
   absl::StatusOr<v1::DeleteKeyResponse> DeleteKey(const v1::KeySelector& key, bool confirm);
   absl::StatusOr<v1::ListContactsResponse> ListContacts();
   absl::StatusOr<v1::DescribePublicationResponse> DescribePublication(const v1::DescribePublicationRequest& req);

@@ -195,6 +195,7 @@ std::unique_ptr<LifecycleCommands> LifecycleCommands::Add(CLI::App& app) {
 
   c->retire_ = app.add_subcommand("retire", "retire a key from signing; it stays on the token and still decrypts");
   c->retire_->add_option("--key", c->key_, kKeyHelp)->required();
+  c->retire_->add_flag("--undo", c->undo_, "reinstate a retired key: it signs again");
   c->delete_ = app.add_subcommand("delete", "destroy a key with its public key and certificates (needs --yes)");
   c->delete_->add_option("--key", c->key_, kKeyHelp)->required();
   c->delete_->add_flag("--yes", c->yes_, "yes, destroy it: mail encrypted to it will no longer open");
@@ -297,10 +298,15 @@ int LifecycleCommands::Run(const std::string& socket_path, absl::Duration timeou
         }
       }
     } else if (retire_->parsed()) {
-      auto resp = (*client)->RetireKey(TextSelector(key_));
+      auto resp = (*client)->RetireKey(TextSelector(key_), undo_);
       if (!resp.ok()) return resp.status();
-      std::cout << "retired key \"" << resp->key().label() << "\" (id " << absl::BytesToHexString(resp->key().id())
-                << ") from signing; it stays on the token and still decrypts\n";
+      if (undo_) {
+        std::cout << "reinstated key \"" << resp->key().label() << "\" (id "
+                  << absl::BytesToHexString(resp->key().id()) << "); status now " << resp->key().status() << "\n";
+      } else {
+        std::cout << "retired key \"" << resp->key().label() << "\" (id " << absl::BytesToHexString(resp->key().id())
+                  << ") from signing; it stays on the token and still decrypts\n";
+      }
     } else if (delete_->parsed()) {
       auto resp = (*client)->DeleteKey(TextSelector(key_), yes_);
       if (!resp.ok()) return resp.status();

@@ -34,6 +34,7 @@ class LifecycleCommands {
   CLI::App* contacts_ = nullptr;
   CLI::App* delete_ = nullptr;
   bool yes_ = false;
+  bool undo_ = false;  // retire --undo
   std::string password_file_;
   std::string key_, subject_, out_, in_, cert_, url_base_;
   std::vector<std::string> emails_;

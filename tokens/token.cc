@@ -1067,7 +1067,12 @@ bool Key::RetiredAt(absl::Time now) const {
 }
 
 absl::Status Token::RetireKey(const Key& key, absl::Time now, absl::Time deadline) {
-  std::string date = absl::FormatTime("%Y%m%d", now, absl::UTCTimeZone());
+  return WriteRetireMark(key, absl::FormatTime("%Y%m%d", now, absl::UTCTimeZone()), deadline);
+}
+
+absl::Status Token::ReinstateKey(const Key& key, absl::Time deadline) { return WriteRetireMark(key, "", deadline); }
+
+absl::Status Token::WriteRetireMark(const Key& key, const std::string& date, absl::Time deadline) {
   std::string id = key.id();
   auto done = WithSession(deadline, [&](Session& s) -> absl::StatusOr<bool> {
     Module& m = *module_;
@@ -1082,12 +1087,17 @@ absl::Status Token::RetireKey(const Key& key, absl::Time now, absl::Time deadlin
                                                         "\" has no public key object on the token to carry the "
                                                         "retire mark (CKA_END_DATE)"));
     }
-    CK_ATTRIBUTE end = {CKA_END_DATE, date.data(), date.size()};
+    // An empty CK_DATE means "no end date" (PKCS#11 3.0 §4.4).
+    CK_ATTRIBUTE end = {CKA_END_DATE, date.empty() ? nullptr : const_cast<char*>(date.data()), date.size()};
     for (CK_OBJECT_HANDLE h : pubs) RETURN_IF_ERROR(P11_CALL(m, C_SetAttributeValue, s.handle(), h, &end, 1));
     return true;
   });
   if (!done.ok()) return done.status();
-  SMIME_LOG(kInfo, "key_retired").Kv("token", label_).Kv("id", key.id_hex()).Kv("end_date", date);
+  if (date.empty()) {
+    SMIME_LOG(kInfo, "key_reinstated").Kv("token", label_).Kv("id", key.id_hex());
+  } else {
+    SMIME_LOG(kInfo, "key_retired").Kv("token", label_).Kv("id", key.id_hex()).Kv("end_date", date);
+  }
   return Refresh();
 }
 

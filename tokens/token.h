@@ -180,6 +180,9 @@ class Token {
   // key). Nothing else changes; the key still decrypts. FAILED_PRECONDITION
   // when the key has no public key object.
   absl::Status RetireKey(const Key& key, absl::Time now, absl::Time deadline);
+  // Undoes RetireKey: clears CKA_END_DATE of `key`'s public key object, so
+  // the key signs again (if its certificate is valid).
+  absl::Status ReinstateKey(const Key& key, absl::Time deadline);
   // Destroys `key`'s private key object, its public key object (same
   // CKA_ID) and every certificate object of the key (same CKA_ID or the
   // same public key). Returns how many objects were destroyed.
@@ -206,6 +209,9 @@ class Token {
   template <typename Op>
   auto WithSession(absl::Time deadline, Op op) -> decltype(op(std::declval<Session&>()));
   absl::Status Relogin();
+  // Sets CKA_END_DATE ("YYYYMMDD", or empty for none) on `key`'s public
+  // key objects, then re-reads the keys.
+  absl::Status WriteRetireMark(const Key& key, const std::string& date, absl::Time deadline);
   // Runs `op(key)`; when the token says the key's handle is invalid (the
   // token was removed and reinserted, or its objects reloaded), re-reads the
   // keys and runs `op` once more on the key with the same id and label.

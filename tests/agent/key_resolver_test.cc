@@ -206,6 +206,11 @@ TEST_F(RotationTest, RetiredKeysAreSkippedAndSaidSo) {
               StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("retired")));
   // Decryption does not go through ResolveSigningKey: the key is still listed.
   EXPECT_NE(Key("sole"), nullptr);
+  // Reinstated, it signs again.
+  ASSERT_THAT(token_->ReinstateKey(*Key("sole"), absl::Now() + absl::Seconds(10)), IsOk());
+  EXPECT_EQ(Key("sole")->end_date(), "");
+  EXPECT_THAT(SignerFor("sole@example.com", now_ + day), testing::IsOkAndHolds("sole"));
+  EXPECT_EQ(StatusName("sole", now_ + day), "current");
 }
 
 TEST(DescribeSelector, HidesUriQueryAndHexesIds) {

@@ -674,6 +674,22 @@ TEST_F(LifecycleTest, RotationSignsWithNewestRetireFallsBackDeleteDestroys) {
   // The mark is the token's own: CKA_END_DATE of the public key object.
   EXPECT_THAT(agent_->Log(), HasSubstr("op=retire"));
 
+  // Retirement can be undone: the newer key signs by email again. Undoing
+  // it twice is refused and changes nothing.
+  CommandResult undo = Ctl({"retire", "--key", "rot-new", "--undo"});
+  ASSERT_EQ(undo.exit_code, 0) << undo.err;
+  EXPECT_THAT(undo.out, HasSubstr("reinstated key \"rot-new\""));
+  EXPECT_THAT(undo.out, HasSubstr("status now current"));
+  EXPECT_EQ(KeyJson("rot-old")["status"], "superseded");
+  EXPECT_EQ(signer_of("s2b.eml"), serial_of("rot-new"));
+  EXPECT_THAT(agent_->Log(), HasSubstr("op=reinstate"));
+  std::string reinstated = TokenObjects();
+  CommandResult again = Ctl({"retire", "--key", "rot-new", "--undo"});
+  EXPECT_NE(again.exit_code, 0);
+  EXPECT_THAT(again.err, HasSubstr("is not retired"));
+  EXPECT_EQ(TokenObjects(), reinstated);
+  ASSERT_EQ(Ctl({"retire", "--key", "rot-new"}).exit_code, 0);
+
   // Delete asks for --yes and changes nothing without it.
   std::string before = TokenObjects();
   EXPECT_THAT(before, HasSubstr("ID:         " + ids["rot-new"]));
