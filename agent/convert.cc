@@ -1,5 +1,9 @@
 #include "agent/convert.h"
 
+#include <google/protobuf/descriptor.h>
+#include <google/protobuf/reflection.h>
+
+#include "common/utf8.h"
 #include "tokens/certificate.h"
 
 namespace smime::agent {
@@ -73,6 +77,33 @@ void ToProto(const tokens::Key& key, const std::string& token_label, v1::KeyInfo
     out->set_serial_hex(c.serial_hex);
     out->mutable_not_after()->set_seconds(c.not_after);
     out->mutable_not_before()->set_seconds(c.not_before);
+  }
+  MakeUtf8Valid(out);
+}
+
+void MakeUtf8Valid(google::protobuf::Message* msg) {
+  using google::protobuf::FieldDescriptor;
+  const google::protobuf::Reflection* r = msg->GetReflection();
+  std::vector<const FieldDescriptor*> fields;
+  r->ListFields(*msg, &fields);
+  for (const FieldDescriptor* f : fields) {
+    if (f->type() == FieldDescriptor::TYPE_STRING) {
+      if (f->is_repeated()) {
+        for (int i = 0; i < r->FieldSize(*msg, f); ++i) {
+          std::string v = r->GetRepeatedString(*msg, f, i);
+          if (!IsValidUtf8(v)) r->SetRepeatedString(msg, f, i, ToValidUtf8(v));
+        }
+      } else {
+        std::string v = r->GetString(*msg, f);
+        if (!IsValidUtf8(v)) r->SetString(msg, f, ToValidUtf8(v));
+      }
+    } else if (f->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE) {
+      if (f->is_repeated()) {
+        for (int i = 0; i < r->FieldSize(*msg, f); ++i) MakeUtf8Valid(r->MutableRepeatedMessage(msg, f, i));
+      } else {
+        MakeUtf8Valid(r->MutableMessage(msg, f));
+      }
+    }
   }
 }
 

@@ -48,6 +48,7 @@ void ToProto(const ImportedCertificate& c, const std::string& token_label, v1::I
   if (c.key) agent::ToProto(*c.key, token_label, out->mutable_key());
   for (const std::string& w : c.warnings) out->add_warnings(w);
   out->set_sha256_fingerprint(Sha256Hex(tokens::CertificateDer(c.cert.get())));
+  MakeUtf8Valid(out);
 }
 
 void ToProto(const DnsRecord& r, v1::DnsRecord* out) {
@@ -176,6 +177,7 @@ grpc::Status LifecycleService::ListContacts(grpc::ServerContext* ctx, const v1::
     c->mutable_not_after()->set_seconds(s.not_after);
     c->set_sha256_fingerprint(Sha256Hex(tokens::CertificateDer(cert.get())));
   }
+  MakeUtf8Valid(resp);
   return grpc::Status::OK;
 }
 
@@ -223,6 +225,7 @@ grpc::Status LifecycleService::DescribePublication(grpc::ServerContext* ctx,
   resp->set_certificate_pem(set->certificate_pem);
   resp->set_subject(set->subject);
   for (const std::string& w : set->warnings) resp->add_warnings(w);
+  MakeUtf8Valid(resp);
   return grpc::Status::OK;
 }
 

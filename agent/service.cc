@@ -393,6 +393,7 @@ grpc::Status AgentService::Verify(grpc::ServerContext* ctx,
     if (s.signing_time) signer->mutable_signing_time()->set_seconds(absl::ToUnixSeconds(*s.signing_time));
   }
   head.mutable_result()->set_from_mismatch(result->from_mismatch);
+  MakeUtf8Valid(&head);
   // A signature whose chain verified: remember its signers as contacts.
   if (!options.signature_only()) RememberSigners(result->signers, gate_.Deadline(*ctx));
   stream->Write(head);
