@@ -11,6 +11,7 @@
 #include "agent/grpc_status.h"
 #include "common/log.h"
 #include "common/status_macros.h"
+#include "common/utf8.h"
 #include "tokens/certificate.h"
 #include "tokens/ossl.h"
 
@@ -72,8 +73,21 @@ void AgentService::RememberSigners(const std::vector<SignerInfo>& signers, absl:
   if (store.empty()) return;
   // Already there: skipped by StoreCertificates. A failure costs only the
   // convenience: the verification itself stands.
-  auto st = token_->StoreCertificates(store, deadline);
-  if (!st.ok()) SMIME_LOG(kWarning, "contact_not_stored").Kv("reason", st.status().message());
+  auto created = token_->StoreCertificates(store, deadline);
+  if (!created.ok()) {
+    SMIME_LOG(kWarning, "contact_not_stored").Kv("reason", created.status().message());
+    return;
+  }
+  // A write to the token on a caller's behalf: one line per certificate
+  // that was new.
+  for (size_t i = 0; i < store.size() && i < created->size(); ++i) {
+    if (!(*created)[i]) continue;
+    SMIME_LOG(kInfo, "contact_stored")
+        .Kv("token", token_->label())
+        .Kv("email", ToValidUtf8(store[i].label))
+        .Kv("subject", ToValidUtf8(tokens::Summarize(store[i].cert.get()).subject))
+        .Kv("source", "verified signature");
+  }
 }
 
 namespace {

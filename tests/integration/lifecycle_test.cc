@@ -765,6 +765,13 @@ TEST_F(LifecycleTest, VerifiedSignerBecomesContact) {
                          tmp.File("c1.txt")});
   ASSERT_EQ(v.exit_code, 0) << v.err;
   EXPECT_THAT(Ctl({"contacts"}).out, HasSubstr("dan.signer@example.com"));
+  // The write to the token is logged, once.
+  auto stored_lines = [] {
+    return std::vector<std::string>(absl::StrSplit(agent_->Log(), "event=contact_stored")).size() - 1;
+  };
+  EXPECT_THAT(agent_->Log(), HasSubstr("email=dan.signer@example.com"));
+  const size_t stored = stored_lines();
+  EXPECT_GE(stored, 1u);
   CommandResult enc = Ctl({"encrypt", "--to", "dan.signer@example.com", "--in", tmp.File("msg.eml"), "--out",
                            tmp.File("enc.eml")});
   ASSERT_EQ(enc.exit_code, 0) << enc.err;
@@ -777,6 +784,7 @@ TEST_F(LifecycleTest, VerifiedSignerBecomesContact) {
                  tmp.File("c2.txt")}).exit_code,
             0);
   EXPECT_EQ(Ctl({"contacts", "--json"}).out, before);
+  EXPECT_EQ(stored_lines(), stored);
 }
 
 // The token's own signatures verify like anyone's, but the signer is not a
