@@ -266,6 +266,30 @@ absl::StatusOr<std::vector<CertPtr>> ParseCertList(const google::protobuf::Repea
   return out;
 }
 
+// The engine's verify options from the request's.
+absl::StatusOr<agent::VerifyOptions> VerifyOptionsFromProto(const v1::VerifyOptions& options) {
+  agent::VerifyOptions vopts;
+  ASSIGN_OR_RETURN(vopts.trust_anchors, ParseCertList(options.trust_anchors(), "trusted CA certificate"));
+  ASSIGN_OR_RETURN(vopts.extra_certs, ParseCertList(options.extra_certs(), "intermediate certificate"));
+  if (options.has_at()) vopts.at = absl::FromUnixSeconds(options.at().seconds());
+  vopts.at_signing_time = options.at_signing_time();
+  vopts.signature_only = options.signature_only();
+  vopts.any_purpose = options.any_purpose();
+  vopts.binary = options.binary();
+  return vopts;
+}
+
+void ToProto(const VerifyResult& result, v1::VerifyResult* out) {
+  for (const SignerInfo& s : result.signers) {
+    v1::Signer* signer = out->add_signers();
+    signer->set_subject(s.subject);
+    for (const std::string& e : s.emails) signer->add_emails(e);
+    if (s.signing_time) signer->mutable_signing_time()->set_seconds(absl::ToUnixSeconds(*s.signing_time));
+  }
+  out->set_from_mismatch(result.from_mismatch);
+  MakeUtf8Valid(out);
+}
+
 }  // namespace
 
 grpc::Status AgentService::ListKeys(grpc::ServerContext* ctx, const v1::ListKeysRequest*,
@@ -381,33 +405,16 @@ grpc::Status AgentService::Verify(grpc::ServerContext* ctx,
   v1::VerifyRequest first;
   RETURN_GRPC_IF_ERROR(requests.ReadOptions(&first));
   const v1::VerifyOptions& options = first.options();
-  auto anchors = ParseCertList(options.trust_anchors(), "trusted CA certificate");
-  if (!anchors.ok()) return ToGrpcStatus(anchors.status());
-  agent::VerifyOptions vopts;
-  vopts.trust_anchors = std::move(*anchors);
-  if (options.has_at()) vopts.at = absl::FromUnixSeconds(options.at().seconds());
-  vopts.at_signing_time = options.at_signing_time();
-  vopts.signature_only = options.signature_only();
-  vopts.any_purpose = options.any_purpose();
-  vopts.binary = options.binary();
-  auto extra = ParseCertList(options.extra_certs(), "intermediate certificate");
-  if (!extra.ok()) return ToGrpcStatus(extra.status());
-  vopts.extra_certs = std::move(*extra);
+  auto vopts = VerifyOptionsFromProto(options);
+  if (!vopts.ok()) return ToGrpcStatus(vopts.status());
   decltype(requests)::Part message(&requests, v1::VerifyRequest::kData, MaxEncodedBytes(options_.max_message_bytes),
                                    TooLarge(options_.max_message_bytes, true));
   decltype(requests)::Part content(&requests, v1::VerifyRequest::kContent, options_.max_message_bytes,
                                    TooLarge(options_.max_message_bytes, false));
-  auto result = engine_.Verify(message, &content, vopts);
+  auto result = engine_.Verify(message, &content, *vopts);
   if (!result.ok()) return ToGrpcStatus(result.status());
   v1::VerifyResponse head;
-  for (const SignerInfo& s : result->signers) {
-    v1::Signer* signer = head.mutable_result()->add_signers();
-    signer->set_subject(s.subject);
-    for (const std::string& e : s.emails) signer->add_emails(e);
-    if (s.signing_time) signer->mutable_signing_time()->set_seconds(absl::ToUnixSeconds(*s.signing_time));
-  }
-  head.mutable_result()->set_from_mismatch(result->from_mismatch);
-  MakeUtf8Valid(&head);
+  ToProto(*result, head.mutable_result());
   // A signature whose chain verified: remember its signers as contacts.
   if (!options.signature_only()) RememberSigners(result->signers, gate_.Deadline(*ctx));
   stream->Write(head);
@@ -485,6 +492,24 @@ grpc::Status AgentService::Decrypt(grpc::ServerContext* ctx,
   v1::DecryptResponse head;
   head.mutable_result()->set_key_uri(result->key_uri);
   head.mutable_result()->set_is_signed(result->is_signed);
+  if (options.has_verify()) {
+    // Decrypt, then verify the signed message inside, in one call.
+    if (!result->is_signed) {
+      return ToGrpcStatus(absl::FailedPreconditionError("the decrypted message is not signed"));
+    }
+    auto vopts = VerifyOptionsFromProto(options.verify());
+    if (!vopts.ok()) return ToGrpcStatus(vopts.status());
+    StringSource inner(result->content);
+    auto verified = engine_.Verify(inner, nullptr, *vopts);
+    if (!verified.ok()) {
+      return ToGrpcStatus(absl::Status(verified.status().code(),
+                                       absl::StrCat("decrypted, but the signed message inside does not verify: ",
+                                                    verified.status().message())));
+    }
+    ToProto(*verified, head.mutable_result()->mutable_verified());
+    if (!options.verify().signature_only()) RememberSigners(verified->signers, gate_.Deadline(*ctx));
+    result->content = std::move(verified->content);
+  }
   stream->Write(head);
   ResponseSink out(stream);
   out.Write(result->content);

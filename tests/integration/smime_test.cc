@@ -777,6 +777,12 @@ TEST_P(OpensslToAgentTest, AgentOpensWithoutBeingToldTheKey) {
   EXPECT_EQ(ReadFile(tmp.File("dec")), ToCrlf(ReadFile(plain)));
   if (c.signer.empty()) {
     EXPECT_THAT(d.err, Not(HasSubstr("signed")));
+    // Asked to verify what is not signed: refused, nothing written.
+    CommandResult dv = Ctl({"decrypt", "--verify", "--ca", PeerCa(), "--in", tmp.File("enc"), "--out",
+                            tmp.File("dec-unsigned")});
+    EXPECT_EQ(dv.exit_code, 1);
+    EXPECT_THAT(dv.err, HasSubstr("the decrypted message is not signed"));
+    EXPECT_FALSE(Exists(tmp.File("dec-unsigned")));
     return;
   }
   EXPECT_THAT(d.err, HasSubstr("the decrypted message is signed; check it with --verify --ca FILE"));
