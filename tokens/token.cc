@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cstring>
 #include <map>
+#include <optional>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -25,10 +26,22 @@ namespace {
 
 using AttrMap = std::map<CK_ATTRIBUTE_TYPE, std::string>;
 
-// Reads the attributes in `types` that the object has; absent or sensitive
-// ones are simply missing from the map.
-absl::StatusOr<AttrMap> ReadAttributes(Module& m, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE obj,
-                                       std::initializer_list<CK_ATTRIBUTE_TYPE> types) {
+bool IsTokenGone(CK_RV rv) {
+  return rv == CKR_DEVICE_REMOVED || rv == CKR_TOKEN_NOT_PRESENT || rv == CKR_SESSION_CLOSED ||
+         rv == CKR_SESSION_HANDLE_INVALID || rv == CKR_DEVICE_ERROR || rv == CKR_SLOT_ID_INVALID;
+}
+
+// Errors that say nothing about one object but about the token or the
+// session: whoever reads objects stops on them.
+bool StopsObjectReads(const absl::Status& st) {
+  std::optional<CK_RV> rv = CkrOf(st);
+  return !rv || IsTokenGone(*rv) || *rv == CKR_USER_NOT_LOGGED_IN;
+}
+
+// One C_GetAttributeValue round (lengths, then values) for `types`; absent
+// or sensitive attributes are missing from the map.
+absl::StatusOr<AttrMap> ReadAttributeBatch(Module& m, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE obj,
+                                           const std::vector<CK_ATTRIBUTE_TYPE>& types) {
   std::vector<CK_ATTRIBUTE> attrs;
   for (CK_ATTRIBUTE_TYPE t : types) attrs.push_back({t, nullptr, 0});
   absl::Status st = P11_CALL(m, C_GetAttributeValue, s, obj, attrs.data(), attrs.size());
@@ -50,6 +63,35 @@ absl::StatusOr<AttrMap> ReadAttributes(Module& m, CK_SESSION_HANDLE s, CK_OBJECT
     buffers[i].resize(wanted[i].ulValueLen);
     out[wanted[i].type] = std::move(buffers[i]);
   }
+  return out;
+}
+
+// Reads the attributes in `types` that the object has; absent or sensitive
+// ones are simply missing from the map. Some tokens fail a whole read with
+// CKR_FUNCTION_FAILED or CKR_GENERAL_ERROR for one attribute they dislike
+// (SoftHSM 2.6: CKA_END_DATE set on a private key), where PKCS#11 wants
+// CKR_ATTRIBUTE_TYPE_INVALID: then each attribute is read alone and those
+// that read are kept. Fails only when none does.
+absl::StatusOr<AttrMap> ReadAttributes(Module& m, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE obj,
+                                       std::initializer_list<CK_ATTRIBUTE_TYPE> types) {
+  absl::StatusOr<AttrMap> batch = ReadAttributeBatch(m, s, obj, types);
+  if (batch.ok() || types.size() == 1 || StopsObjectReads(batch.status())) return batch;
+  CK_RV rv = *CkrOf(batch.status());
+  if (rv == CKR_BUFFER_TOO_SMALL || rv == CKR_OBJECT_HANDLE_INVALID) return batch;
+  AttrMap out;
+  std::vector<std::string> unreadable;
+  for (CK_ATTRIBUTE_TYPE t : types) {
+    absl::StatusOr<AttrMap> one = ReadAttributeBatch(m, s, obj, {t});
+    if (!one.ok() && StopsObjectReads(one.status())) return one.status();
+    if (one.ok()) {
+      out.merge(*one);
+    } else {
+      unreadable.push_back(absl::StrCat("0x", absl::Hex(t)));
+    }
+  }
+  if (unreadable.size() == types.size()) return batch;
+  SMIME_LOG(kWarning, "attributes_unreadable").Kv("handle", obj).Kv("attributes", absl::StrJoin(unreadable, ","))
+      .Kv("rv", CkrName(rv));
   return out;
 }
 
@@ -174,11 +216,6 @@ std::string CurveParamsDer(int nid) {
   std::string der(reinterpret_cast<char*>(out), static_cast<size_t>(len));
   OPENSSL_free(out);
   return der;
-}
-
-bool IsTokenGone(CK_RV rv) {
-  return rv == CKR_DEVICE_REMOVED || rv == CKR_TOKEN_NOT_PRESENT || rv == CKR_SESSION_CLOSED ||
-         rv == CKR_SESSION_HANDLE_INVALID || rv == CKR_DEVICE_ERROR || rv == CKR_SLOT_ID_INVALID;
 }
 
 absl::Status DecryptFailed() { return absl::InvalidArgumentError("decryption failed"); }
@@ -451,6 +488,16 @@ absl::Status Token::Refresh() {
   };
   auto found = WithSession(absl::Now() + absl::Seconds(30), [&](Session& s) -> absl::StatusOr<Found> {
     Module& m = *module_;
+    // An object that cannot be read at all is left out, not the whole list.
+    auto read = [&](CK_OBJECT_HANDLE h, const char* kind,
+                    std::initializer_list<CK_ATTRIBUTE_TYPE> types) -> absl::StatusOr<std::optional<AttrMap>> {
+      absl::StatusOr<AttrMap> a = ReadAttributes(m, s.handle(), h, types);
+      if (a.ok()) return std::optional<AttrMap>(*std::move(a));
+      if (StopsObjectReads(a.status())) return a.status();
+      SMIME_LOG(kWarning, "object_skipped").Kv("token", label_).Kv("object", kind).Kv("handle", h)
+          .Kv("reason", a.status().message());
+      return std::optional<AttrMap>();
+    };
     ASSIGN_OR_RETURN(auto priv_handles, FindObjects(m, s.handle(), CKO_PRIVATE_KEY));
     ASSIGN_OR_RETURN(auto pub_handles, FindObjects(m, s.handle(), CKO_PUBLIC_KEY));
     ASSIGN_OR_RETURN(auto cert_handles, FindObjects(m, s.handle(), CKO_CERTIFICATE));
@@ -462,10 +509,12 @@ absl::Status Token::Refresh() {
     };
     std::vector<PubObj> pubs;
     for (CK_OBJECT_HANDLE h : pub_handles) {
-      ASSIGN_OR_RETURN(AttrMap a, ReadAttributes(m, s.handle(), h,
-                                                 {CKA_ID, CKA_KEY_TYPE, CKA_MODULUS,
-                                                  CKA_PUBLIC_EXPONENT, CKA_EC_PARAMS, CKA_EC_POINT,
-                                                  CKA_END_DATE}));
+      ASSIGN_OR_RETURN(std::optional<AttrMap> read_a,
+                       read(h, "public_key",
+                            {CKA_ID, CKA_KEY_TYPE, CKA_MODULUS, CKA_PUBLIC_EXPONENT, CKA_EC_PARAMS, CKA_EC_POINT,
+                             CKA_END_DATE}));
+      if (!read_a) continue;
+      AttrMap& a = *read_a;
       std::shared_ptr<EVP_PKEY> key;
       auto kt = AttrUlong(a, CKA_KEY_TYPE);
       if (kt == CKK_RSA && a.count(CKA_MODULUS) && a.count(CKA_PUBLIC_EXPONENT)) {
@@ -489,7 +538,10 @@ absl::Status Token::Refresh() {
     };
     std::vector<CertObj> certs;
     for (CK_OBJECT_HANDLE h : cert_handles) {
-      ASSIGN_OR_RETURN(AttrMap a, ReadAttributes(m, s.handle(), h, {CKA_ID, CKA_CERTIFICATE_TYPE, CKA_VALUE}));
+      ASSIGN_OR_RETURN(std::optional<AttrMap> read_a,
+                       read(h, "certificate", {CKA_ID, CKA_CERTIFICATE_TYPE, CKA_VALUE}));
+      if (!read_a) continue;
+      AttrMap& a = *read_a;
       if (AttrUlong(a, CKA_CERTIFICATE_TYPE) != CKC_X_509 || !a.count(CKA_VALUE)) continue;
       auto cert = ParseDerCertificate(a[CKA_VALUE]);
       if (!cert.ok()) {
@@ -502,10 +554,12 @@ absl::Status Token::Refresh() {
 
     Found result{std::make_shared<KeyList>(), {}};
     for (CK_OBJECT_HANDLE h : priv_handles) {
-      ASSIGN_OR_RETURN(AttrMap a, ReadAttributes(m, s.handle(), h,
-                                                 {CKA_ID, CKA_LABEL, CKA_KEY_TYPE, CKA_SIGN, CKA_DECRYPT,
-                                                  CKA_DERIVE, CKA_MODULUS, CKA_PUBLIC_EXPONENT,
-                                                  CKA_EC_PARAMS}));
+      ASSIGN_OR_RETURN(std::optional<AttrMap> read_a,
+                       read(h, "private_key",
+                            {CKA_ID, CKA_LABEL, CKA_KEY_TYPE, CKA_SIGN, CKA_DECRYPT, CKA_DERIVE, CKA_MODULUS,
+                             CKA_PUBLIC_EXPONENT, CKA_EC_PARAMS}));
+      if (!read_a) continue;
+      AttrMap& a = *read_a;
       auto key = std::shared_ptr<Key>(new Key());
       key->handle_ = h;
       key->id_ = AttrStr(a, CKA_ID);

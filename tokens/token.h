@@ -123,7 +123,9 @@ class Token {
   absl::Status Login(SecretBuffer pin, bool allow_final_try = false);
   void Logout();
 
-  // Re-reads keys and certificates from the token.
+  // Re-reads keys and certificates from the token. An object it cannot read
+  // at all is left out with a warning; a token that is gone, or a session
+  // that is not logged in, fails the refresh and keeps the old list.
   absl::Status Refresh();
   // Refresh(), unless the last one was less than `age` ago. True if it
   // refreshed. Lets a lookup that found nothing see keys another tool added

@@ -1,0 +1,139 @@
+// The real agent on a SoftHSM token behind the fault-injection module
+// (tests/testing/p11_fault_shim.cc): objects the token will not read.
+// Asserts what a user sees: the key list, the log, signatures that openssl
+// verifies.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
+#include "absl/strings/str_split.h"
+#include "client/client.h"
+#include "tests/testing/ossl_verify.h"
+#include "tests/testing/status_matchers.h"
+#include "tests/testing/test_env.h"
+
+namespace smime {
+namespace {
+
+using ::smime::testing::AgentProcess;
+using ::smime::testing::IsOk;
+using ::smime::testing::ReadFile;
+using ::smime::testing::RunCommand;
+using ::smime::testing::StatusIs;
+using ::smime::testing::TempDir;
+using ::smime::testing::WriteFile;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+namespace v1 = ::smime::agent::v1;
+
+class TokenFaultsTest : public ::testing::Test {
+ protected:
+  // make-token.sh with test keys takes seconds (RSA keys, certificates):
+  // made once, copied for each test.
+  static void SetUpTestSuite() { template_ = new testing::TestToken(testing::MakeToken("faults", true)); }
+  static void TearDownTestSuite() {
+    delete template_;
+    template_ = nullptr;
+  }
+
+  void SetUp() override {
+    token_.dir = std::make_unique<TempDir>();
+    token_.label = template_->label;
+    std::filesystem::copy(template_->dir->path(), token_.dir->path(), std::filesystem::copy_options::recursive);
+    token_.conf = token_.Path("softhsm2.conf");
+    token_.pin_file = token_.Path("pin");
+    // The configuration names its token store by absolute path.
+    WriteFile(token_.conf,
+              absl::StrReplaceAll(ReadFile(template_->conf), {{template_->dir->path(), token_.dir->path()}}));
+    control_ = token_.Path("shim-control");
+  }
+
+  // Starts the agent on the token through the shim with `faults` in force.
+  void StartAgent(const std::string& faults = "") {
+    Control(faults);
+    auto agent = AgentProcess::Start(
+        {"--module", SMIME_P11_FAULT_SHIM, "--token", token_.label, "--pin-file", token_.pin_file}, token_.conf,
+        {{"SMIME_P11_SHIM_CONTROL", control_}});
+    ASSERT_THAT(agent.status(), IsOk());
+    agent_ = *std::move(agent);
+    auto c = client::AgentClient::Connect(agent_->socket());
+    ASSERT_THAT(c.status(), IsOk());
+    client_ = *std::move(c);
+  }
+  void Control(const std::string& directives) { WriteFile(control_, directives); }
+
+  absl::StatusOr<std::string> Sign(const std::string& key, const std::string& message) {
+    bool ec = key == "bob" || key == "dave";
+    v1::SignatureAlgorithm alg = ec ? v1::SIGNATURE_ALGORITHM_ECDSA_SHA256 : v1::SIGNATURE_ALGORITHM_RSA_PKCS1_SHA256;
+    return client_->SignDigest(client::TextSelector(key), alg, testing::Sha256(message));
+  }
+  bool Verifies(const std::string& key, const std::string& message, const std::string& sig) {
+    return testing::VerifyDigest(ReadFile(token_.Path("pub/" + key + ".pem")), testing::Sha256(message), sig,
+                                 testing::Padding::kPkcs1);
+  }
+  // Whether one line of the agent's log (audit lines included) has all `parts`.
+  bool LogHasLine(const std::vector<std::string>& parts) {
+    std::string log = agent_->Log();
+    for (absl::string_view line : absl::StrSplit(log, '\n')) {
+      bool all = true;
+      for (const auto& p : parts) all = all && absl::StrContains(line, p);
+      if (all) return true;
+    }
+    return false;
+  }
+  std::vector<std::string> Labels() {
+    std::vector<std::string> out;
+    auto keys = client_->ListKeys();
+    EXPECT_THAT(keys.status(), IsOk());
+    if (keys.ok()) {
+      for (const auto& k : *keys) out.push_back(k.label());
+    }
+    return out;
+  }
+
+  static testing::TestToken* template_;
+  testing::TestToken token_;
+  std::string control_;
+  std::unique_ptr<AgentProcess> agent_;
+  std::unique_ptr<client::AgentClient> client_;
+};
+testing::TestToken* TokenFaultsTest::template_ = nullptr;
+
+TEST_F(TokenFaultsTest, AttributeTheTokenWillNotReadHidesNoKey) {
+  // CKA_END_DATE (the retire mark) is read from every public key object;
+  // the token fails each such read as a whole.
+  StartAgent("fail-attr 0x111\n");
+  auto keys = client_->ListKeys();
+  ASSERT_THAT(keys.status(), IsOk());
+  ASSERT_EQ(keys->size(), 5u);
+  EXPECT_EQ((*keys)[0].label(), "alice");
+  EXPECT_EQ((*keys)[0].type(), v1::KEY_TYPE_RSA_2048);
+  EXPECT_EQ((*keys)[0].emails(0), "alice@example.com");
+  EXPECT_EQ((*keys)[1].type(), v1::KEY_TYPE_EC_P256);
+  // dave's EC public key is only on its public key object: read attribute
+  // by attribute, all but the end date.
+  testing::CommandResult pub = RunCommand({testing::SmimectlBinary(), "--socket", agent_->socket(), "pubkey", "--key", "dave"});
+  ASSERT_EQ(pub.exit_code, 0) << pub.err;
+  EXPECT_EQ(pub.out, ReadFile(token_.Path("pub/dave.pem")));
+  auto sig = Sign("dave", "odd token");
+  ASSERT_THAT(sig.status(), IsOk());
+  EXPECT_TRUE(Verifies("dave", "odd token", *sig));
+  EXPECT_TRUE(LogHasLine({"event=attributes_unreadable", "attributes=0x111", "rv=CKR_FUNCTION_FAILED"}))
+      << agent_->Log();
+}
+
+TEST_F(TokenFaultsTest, ObjectTheTokenWillNotReadIsLeftOut) {
+  StartAgent("fail-id 03\n");  // carol's private and public key objects
+  EXPECT_THAT(Labels(), ElementsAre("alice", "bob", "dave", "erin"));
+  auto sig = Sign("alice", "without carol");
+  ASSERT_THAT(sig.status(), IsOk());
+  EXPECT_TRUE(Verifies("alice", "without carol", *sig));
+  EXPECT_TRUE(LogHasLine({"event=object_skipped", "object=private_key", "handle=", "CKR_FUNCTION_FAILED"}))
+      << agent_->Log();
+}
+
+}  // namespace
+}  // namespace smime
