@@ -1,10 +1,14 @@
 // The real agent on a SoftHSM token behind the fault-injection module
-// (tests/testing/p11_fault_shim.cc): objects the token will not read.
-// Asserts what a user sees: the key list, the log, signatures that openssl
-// verifies.
+// (tests/testing/p11_fault_shim.cc): the token pulled between and during
+// operations, put back without restarting the agent, and objects the token
+// will not read. Asserts what a user sees: the error, the audit line, health,
+// the key list, signatures that openssl verifies.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
+#include <cstdio>
 #include <filesystem>
+#include <thread>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -25,6 +29,7 @@ using ::smime::testing::RunCommand;
 using ::smime::testing::StatusIs;
 using ::smime::testing::TempDir;
 using ::smime::testing::WriteFile;
+using ::testing::AllOf;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 namespace v1 = ::smime::agent::v1;
@@ -63,7 +68,12 @@ class TokenFaultsTest : public ::testing::Test {
     ASSERT_THAT(c.status(), IsOk());
     client_ = *std::move(c);
   }
-  void Control(const std::string& directives) { WriteFile(control_, directives); }
+  // Replaced in one step: the shim reads it on every call, also while a
+  // signature waits in another thread.
+  void Control(const std::string& directives) {
+    WriteFile(control_ + ".new", directives);
+    ASSERT_EQ(::rename((control_ + ".new").c_str(), control_.c_str()), 0);
+  }
 
   absl::StatusOr<std::string> Sign(const std::string& key, const std::string& message) {
     bool ec = key == "bob" || key == "dave";
@@ -101,6 +111,92 @@ class TokenFaultsTest : public ::testing::Test {
   std::unique_ptr<client::AgentClient> client_;
 };
 testing::TestToken* TokenFaultsTest::template_ = nullptr;
+
+auto TokenRemoved() {
+  return StatusIs(absl::StatusCode::kUnavailable,
+                  AllOf(HasSubstr("token \"faults\" was removed"), HasSubstr("insert it and retry")));
+}
+
+TEST_F(TokenFaultsTest, RemovedTokenFailsClearlyAndSignsAgainOnceReinserted) {
+  StartAgent();
+  auto sig = Sign("alice", "before");
+  ASSERT_THAT(sig.status(), IsOk());
+  EXPECT_TRUE(Verifies("alice", "before", *sig));
+
+  Control("removed\n");
+  // The call that finds the token gone and the ones after it read the same.
+  EXPECT_THAT(Sign("alice", "while out"), TokenRemoved());
+  EXPECT_THAT(Sign("alice", "while out"), TokenRemoved());
+  std::string ct = testing::RsaEncrypt(ReadFile(token_.Path("pub/carol.pem")), "content key", testing::Padding::kPkcs1);
+  EXPECT_THAT(client_->DecryptKey(client::TextSelector("carol"), v1::DECRYPT_PADDING_RSA_PKCS1, ct).status(),
+              TokenRemoved());
+  // The agent keeps serving: health, and the key list it holds.
+  EXPECT_TRUE(agent_->Running());
+  EXPECT_THAT(client_->WaitReady(absl::Seconds(5)), IsOk());
+  EXPECT_THAT(Labels(), ElementsAre("alice", "bob", "carol", "dave", "erin"));
+  // Each failed operation left its audit line.
+  EXPECT_TRUE(LogHasLine({"event=key_op", "op=sign", "object=alice", "result=UNAVAILABLE"})) << agent_->Log();
+  EXPECT_TRUE(LogHasLine({"event=key_op", "op=decrypt", "object=carol", "result=UNAVAILABLE"})) << agent_->Log();
+
+  // Put back: the next calls work, no restart; the sessions and the login
+  // the agent had are gone, so it logged in again.
+  Control("");
+  sig = Sign("alice", "after");
+  ASSERT_THAT(sig.status(), IsOk()) << agent_->Log();
+  EXPECT_TRUE(Verifies("alice", "after", *sig));
+  EXPECT_FALSE(Verifies("alice", "before", *sig));
+  auto ec = Sign("bob", "after");
+  ASSERT_THAT(ec.status(), IsOk());
+  EXPECT_TRUE(Verifies("bob", "after", *ec));
+  auto plain = client_->DecryptKey(client::TextSelector("carol"), v1::DECRYPT_PADDING_RSA_PKCS1, ct);
+  ASSERT_THAT(plain.status(), IsOk());
+  EXPECT_EQ(*plain, "content key");
+  EXPECT_TRUE(LogHasLine({"event=token_reconnected"})) << agent_->Log();
+  EXPECT_TRUE(agent_->Running());
+}
+
+TEST_F(TokenFaultsTest, TokenPulledDuringSignatureFailsThatCallCleanly) {
+  StartAgent("sign-delay-ms 300\n");
+  absl::StatusOr<std::string> during = absl::UnknownError("not run");
+  std::thread signer([&] { during = Sign("alice", "during"); });
+  // Pull the token once the signature is under way inside the module.
+  std::string signing = control_ + ".signing";
+  absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while (::access(signing.c_str(), F_OK) != 0 && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(5));
+  Control("removed\nsign-delay-ms 300\n");
+  signer.join();
+  EXPECT_THAT(during, TokenRemoved());
+  EXPECT_TRUE(LogHasLine({"event=key_op", "op=sign", "object=alice", "result=UNAVAILABLE"})) << agent_->Log();
+  EXPECT_TRUE(agent_->Running());
+
+  Control("");
+  auto sig = Sign("alice", "after");
+  ASSERT_THAT(sig.status(), IsOk()) << agent_->Log();
+  EXPECT_TRUE(Verifies("alice", "after", *sig));
+}
+
+TEST_F(TokenFaultsTest, KeyGenerationWhileRemovedWritesNothing) {
+  StartAgent();
+  Control("removed\n");
+  EXPECT_THAT(client_->GenerateKey(v1::KEY_TYPE_EC_P256, "late").status(), TokenRemoved());
+  Control("");
+  // Counted by another program on the token itself, not from the agent's list.
+  std::string pin = ReadFile(token_.pin_file);
+  pin.pop_back();
+  auto private_keys = [&] {
+    testing::CommandResult r = RunCommand({"pkcs11-tool", "--module", testing::kSoftHsmModule, "--token-label",
+                                           token_.label, "--login", "--pin", pin, "--list-objects", "--type",
+                                           "privkey"},
+                                          testing::WithEnv({{"SOFTHSM2_CONF", token_.conf}}));
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    size_t n = 0;
+    for (absl::string_view line : absl::StrSplit(r.out, '\n')) n += absl::StartsWith(line, "Private Key Object");
+    return n;
+  };
+  EXPECT_EQ(private_keys(), 5u);
+  EXPECT_THAT(client_->GenerateKey(v1::KEY_TYPE_EC_P256, "late").status(), IsOk()) << agent_->Log();
+  EXPECT_EQ(private_keys(), 6u);
+}
 
 TEST_F(TokenFaultsTest, AttributeTheTokenWillNotReadHidesNoKey) {
   // CKA_END_DATE (the retire mark) is read from every public key object;
