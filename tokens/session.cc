@@ -5,6 +5,17 @@
 
 namespace smime::tokens {
 
+absl::StatusOr<CK_SESSION_HANDLE> internal::OpenSession(Module& module, CK_SLOT_ID slot) {
+  CK_SESSION_HANDLE h = CK_INVALID_HANDLE;
+  absl::Status st =
+      P11_CALL(module, C_OpenSession, slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, nullptr, nullptr, &h);
+  if (!st.ok() && CkrOf(st) == CKR_TOKEN_WRITE_PROTECTED) {
+    st = P11_CALL(module, C_OpenSession, slot, CKF_SERIAL_SESSION, nullptr, nullptr, &h);
+  }
+  if (!st.ok()) return st;
+  return h;
+}
+
 Session::Session(Session&& other) noexcept
     : pool_(other.pool_), handle_(other.handle_), generation_(other.generation_),
       broken_(other.broken_) {
@@ -65,18 +76,13 @@ absl::StatusOr<Session> SessionPool::Acquire(absl::Time deadline) {
     ++open_;  // reserve the slot; open outside the lock
     generation = generation_;
   }
-  CK_SESSION_HANDLE h = CK_INVALID_HANDLE;
-  absl::Status st = P11_CALL(*module_, C_OpenSession, slot_, CKF_SERIAL_SESSION | CKF_RW_SESSION,
-                             nullptr, nullptr, &h);
-  if (!st.ok() && CkrOf(st) == CKR_TOKEN_WRITE_PROTECTED) {
-    st = P11_CALL(*module_, C_OpenSession, slot_, CKF_SERIAL_SESSION, nullptr, nullptr, &h);
-  }
-  if (!st.ok()) {
+  absl::StatusOr<CK_SESSION_HANDLE> h = internal::OpenSession(*module_, slot_);
+  if (!h.ok()) {
     absl::MutexLock lock(&mu_);
     --open_;
-    return st;
+    return h.status();
   }
-  return Session(this, h, generation);
+  return Session(this, *h, generation);
 }
 
 void SessionPool::Release(CK_SESSION_HANDLE handle, uint64_t generation, bool broken) noexcept {
@@ -94,12 +100,19 @@ void SessionPool::Close(CK_SESSION_HANDLE handle) noexcept {
   (void)P11_CALL(*module_, C_CloseSession, handle);
 }
 
-void SessionPool::Invalidate() {
+bool SessionPool::InvalidateIfCurrent(uint64_t seen_generation) {
   absl::MutexLock lock(&mu_);
+  if (seen_generation != generation_) return false;
   for (CK_SESSION_HANDLE h : idle_) Close(h);
   open_ -= idle_.size();
   idle_.clear();
   ++generation_;
+  return true;
+}
+
+uint64_t SessionPool::generation() const {
+  absl::MutexLock lock(&mu_);
+  return generation_;
 }
 
 size_t SessionPool::open_sessions() const {

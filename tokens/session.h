@@ -18,6 +18,12 @@ namespace smime::tokens {
 
 class SessionPool;
 
+namespace internal {
+// Opens a read-write session on `slot`, or a read-only one on a
+// write-protected token.
+absl::StatusOr<CK_SESSION_HANDLE> OpenSession(Module& module, CK_SLOT_ID slot);
+}  // namespace internal
+
 // A session borrowed from a SessionPool; returned to it on destruction.
 class Session {
  public:
@@ -29,6 +35,8 @@ class Session {
   ~Session();
 
   CK_SESSION_HANDLE handle() const { return handle_; }
+  // The pool generation the session was opened in (SessionPool::generation).
+  uint64_t generation() const { return generation_; }
   // The session is in an unknown state (operation left active, token gone):
   // close it instead of returning it to the pool.
   void MarkBroken() { broken_ = true; }
@@ -59,8 +67,13 @@ class SessionPool {
   absl::StatusOr<Session> Acquire(absl::Time deadline);
 
   // Closes idle sessions now and busy ones when they come back (after the
-  // token was removed, its sessions are dead).
-  void Invalidate();
+  // token was removed, its sessions are dead), and starts a new generation.
+  // Only when no one did so since a session of `seen_generation` was handed
+  // out: then returns true. Callers that watched the same sessions die
+  // together thus invalidate once.
+  bool InvalidateIfCurrent(uint64_t seen_generation);
+  // Grows by one with each invalidation.
+  uint64_t generation() const;
 
   size_t max_sessions() const { return max_sessions_; }
   size_t open_sessions() const;

@@ -9,8 +9,10 @@
 #include <algorithm>
 #include <cstring>
 #include <map>
+#include <optional>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/cord.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -25,10 +27,22 @@ namespace {
 
 using AttrMap = std::map<CK_ATTRIBUTE_TYPE, std::string>;
 
-// Reads the attributes in `types` that the object has; absent or sensitive
-// ones are simply missing from the map.
-absl::StatusOr<AttrMap> ReadAttributes(Module& m, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE obj,
-                                       std::initializer_list<CK_ATTRIBUTE_TYPE> types) {
+bool IsTokenGone(CK_RV rv) {
+  return rv == CKR_DEVICE_REMOVED || rv == CKR_TOKEN_NOT_PRESENT || rv == CKR_SESSION_CLOSED ||
+         rv == CKR_SESSION_HANDLE_INVALID || rv == CKR_DEVICE_ERROR || rv == CKR_SLOT_ID_INVALID;
+}
+
+// Errors that say nothing about one object but about the token or the
+// session: whoever reads objects stops on them.
+bool StopsObjectReads(const absl::Status& st) {
+  std::optional<CK_RV> rv = CkrOf(st);
+  return !rv || IsTokenGone(*rv) || *rv == CKR_USER_NOT_LOGGED_IN;
+}
+
+// One C_GetAttributeValue round (lengths, then values) for `types`; absent
+// or sensitive attributes are missing from the map.
+absl::StatusOr<AttrMap> ReadAttributeBatch(Module& m, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE obj,
+                                           const std::vector<CK_ATTRIBUTE_TYPE>& types) {
   std::vector<CK_ATTRIBUTE> attrs;
   for (CK_ATTRIBUTE_TYPE t : types) attrs.push_back({t, nullptr, 0});
   absl::Status st = P11_CALL(m, C_GetAttributeValue, s, obj, attrs.data(), attrs.size());
@@ -50,6 +64,35 @@ absl::StatusOr<AttrMap> ReadAttributes(Module& m, CK_SESSION_HANDLE s, CK_OBJECT
     buffers[i].resize(wanted[i].ulValueLen);
     out[wanted[i].type] = std::move(buffers[i]);
   }
+  return out;
+}
+
+// Reads the attributes in `types` that the object has; absent or sensitive
+// ones are simply missing from the map. Some tokens fail a whole read with
+// CKR_FUNCTION_FAILED or CKR_GENERAL_ERROR for one attribute they dislike
+// (SoftHSM 2.6: CKA_END_DATE set on a private key), where PKCS#11 wants
+// CKR_ATTRIBUTE_TYPE_INVALID: then each attribute is read alone and those
+// that read are kept. Fails only when none does.
+absl::StatusOr<AttrMap> ReadAttributes(Module& m, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE obj,
+                                       std::initializer_list<CK_ATTRIBUTE_TYPE> types) {
+  absl::StatusOr<AttrMap> batch = ReadAttributeBatch(m, s, obj, types);
+  if (batch.ok() || types.size() == 1 || StopsObjectReads(batch.status())) return batch;
+  CK_RV rv = *CkrOf(batch.status());
+  if (rv == CKR_BUFFER_TOO_SMALL || rv == CKR_OBJECT_HANDLE_INVALID) return batch;
+  AttrMap out;
+  std::vector<std::string> unreadable;
+  for (CK_ATTRIBUTE_TYPE t : types) {
+    absl::StatusOr<AttrMap> one = ReadAttributeBatch(m, s, obj, {t});
+    if (!one.ok() && StopsObjectReads(one.status())) return one.status();
+    if (one.ok()) {
+      out.merge(*one);
+    } else {
+      unreadable.push_back(absl::StrCat("0x", absl::Hex(t)));
+    }
+  }
+  if (unreadable.size() == types.size()) return batch;
+  SMIME_LOG(kWarning, "attributes_unreadable").Kv("handle", obj).Kv("attributes", absl::StrJoin(unreadable, ","))
+      .Kv("rv", CkrName(rv));
   return out;
 }
 
@@ -176,11 +219,6 @@ std::string CurveParamsDer(int nid) {
   return der;
 }
 
-bool IsTokenGone(CK_RV rv) {
-  return rv == CKR_DEVICE_REMOVED || rv == CKR_TOKEN_NOT_PRESENT || rv == CKR_SESSION_CLOSED ||
-         rv == CKR_SESSION_HANDLE_INVALID || rv == CKR_DEVICE_ERROR || rv == CKR_SLOT_ID_INVALID;
-}
-
 absl::Status DecryptFailed() { return absl::InvalidArgumentError("decryption failed"); }
 
 // The SHA-256 DigestInfo prefix of RFC 8017 §9.2 note 1.
@@ -249,6 +287,7 @@ Token::Token(std::shared_ptr<Module> module, CK_SLOT_ID slot, const CK_TOKEN_INF
 
 Token::~Token() {
   pool_.reset();
+  absl::MutexLock lock(&login_mu_);
   if (anchor_session_ != CK_INVALID_HANDLE) {
     (void)P11_CALL(*module_, C_CloseSession, anchor_session_);
   }
@@ -313,13 +352,10 @@ absl::StatusOr<std::unique_ptr<Token>> Token::Open(std::shared_ptr<Module> modul
     max_sessions = token_max - 1;
   }
   std::unique_ptr<Token> token(new Token(module, c.slot, c.info, max_sessions));
-  absl::Status st = P11_CALL(*module, C_OpenSession, c.slot, CKF_SERIAL_SESSION | CKF_RW_SESSION,
-                             nullptr, nullptr, &token->anchor_session_);
-  if (!st.ok() && CkrOf(st) == CKR_TOKEN_WRITE_PROTECTED) {
-    st = P11_CALL(*module, C_OpenSession, c.slot, CKF_SERIAL_SESSION, nullptr, nullptr,
-                  &token->anchor_session_);
+  {
+    absl::MutexLock lock(&token->login_mu_);
+    RETURN_IF_ERROR(token->OpenAnchorLocked());
   }
-  RETURN_IF_ERROR(st);
   SMIME_LOG(kInfo, "token_opened")
       .Kv("token", token->label_)
       .Kv("serial", token->serial_)
@@ -327,14 +363,36 @@ absl::StatusOr<std::unique_ptr<Token>> Token::Open(std::shared_ptr<Module> modul
   return token;
 }
 
-absl::Status Token::Login(SecretBuffer pin, bool allow_final_try) {
+absl::Status Token::OpenAnchorLocked() {
+  CK_TOKEN_INFO now;
+  RETURN_IF_ERROR(P11_CALL(*module_, C_GetTokenInfo, slot_, &now));
+  std::string label = TrimPadded(now.label, sizeof(now.label));
+  std::string serial = TrimPadded(now.serialNumber, sizeof(now.serialNumber));
+  if (label != label_ || serial != serial_) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the slot of token \"", label_, "\" (serial ", serial_, ") now holds token \"", label, "\" (serial ",
+        serial, "); insert \"", label_, "\" and retry"));
+  }
+  ASSIGN_OR_RETURN(anchor_session_, internal::OpenSession(*module_, slot_));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<bool> Token::LoginLocked() {
   CK_TOKEN_INFO info;
   RETURN_IF_ERROR(P11_CALL(*module_, C_GetTokenInfo, slot_, &info));
+  if (!(info.flags & CKF_LOGIN_REQUIRED)) {
+    SMIME_LOG(kInfo, "login_skipped").Kv("token", label_).Kv("reason", "token needs no login");
+    return false;
+  }
+  if (pin_refused_ || pin_.empty()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "token \"", label_, "\" logged the agent out and it holds no usable PIN; restart the agent"));
+  }
   if (info.flags & CKF_USER_PIN_LOCKED) {
     return absl::FailedPreconditionError(absl::StrCat(
         "the user PIN of token \"", label_, "\" is locked; unblock it with the SO PIN first"));
   }
-  if ((info.flags & CKF_USER_PIN_FINAL_TRY) && !allow_final_try) {
+  if ((info.flags & CKF_USER_PIN_FINAL_TRY) && !allow_final_try_) {
     return absl::FailedPreconditionError(absl::StrCat(
         "token \"", label_, "\" says the next wrong PIN locks it; the agent will not risk it. "
         "Check the PIN, then start with --allow-final-pin-try"));
@@ -343,25 +401,40 @@ absl::Status Token::Login(SecretBuffer pin, bool allow_final_try) {
     return absl::FailedPreconditionError(absl::StrCat(
         "token \"", label_, "\" requires a new user PIN before use; change it with the token's tool"));
   }
-  if (!(info.flags & CKF_LOGIN_REQUIRED)) {
-    SMIME_LOG(kInfo, "login_skipped").Kv("token", label_).Kv("reason", "token needs no login");
-    return Refresh();
+  absl::Status st = P11_CALL(*module_, C_Login, anchor_session_, CKU_USER, pin_.data(), pin_.size());
+  if (CkrOf(st) == CKR_USER_ALREADY_LOGGED_IN) {
+    user_logged_in_ = true;
+    return false;
   }
+  if (!st.ok()) {
+    if (CkrOf(st) == CKR_PIN_INCORRECT || CkrOf(st) == CKR_PIN_LOCKED) {
+      pin_refused_ = true;  // never resend a refused PIN: tokens lock
+      pin_.Wipe();
+    }
+    SMIME_LOG(kError, "login").Kv("token", label_).Kv("result", pin_refused_ ? "refused" : "failed")
+        .Kv("reason", st.message());
+    absl::Status out(st.code(), absl::StrCat("login to token \"", label_, "\" failed: ", st.message()));
+    st.ForEachPayload([&](absl::string_view url, const absl::Cord& payload) { out.SetPayload(url, payload); });
+    return out;
+  }
+  ++login_epoch_;
+  user_logged_in_ = true;
+  SMIME_LOG(kInfo, "login").Kv("token", label_).Kv("result", "OK");
+  return true;
+}
+
+absl::Status Token::Login(SecretBuffer pin, bool allow_final_try) {
   {
     absl::MutexLock lock(&login_mu_);
-    absl::Status st =
-        P11_CALL(*module_, C_Login, anchor_session_, CKU_USER, pin.data(), pin.size());
-    if (!st.ok() && CkrOf(st) != CKR_USER_ALREADY_LOGGED_IN) {
-      pin_refused_ = CkrOf(st) == CKR_PIN_INCORRECT || CkrOf(st) == CKR_PIN_LOCKED;
-      pin.Wipe();
-      SMIME_LOG(kError, "login").Kv("token", label_).Kv("result", "refused").Kv("reason", st.message());
-      return absl::Status(st.code(),
-                          absl::StrCat("login to token \"", label_, "\" failed: ", st.message()));
-    }
     pin_ = std::move(pin);
     pin_refused_ = false;
+    allow_final_try_ = allow_final_try;
+    absl::StatusOr<bool> logged_in = LoginLocked();
+    if (!logged_in.ok()) {
+      pin_.Wipe();
+      return logged_in.status();
+    }
   }
-  SMIME_LOG(kInfo, "login").Kv("token", label_).Kv("result", "OK");
   // Outside login_mu_: Refresh may need to log in again.
   return Refresh();
 }
@@ -372,54 +445,119 @@ void Token::Logout() {
     (void)P11_CALL(*module_, C_Logout, anchor_session_);
   }
   pin_.Wipe();
+  user_logged_in_ = false;
 }
 
-absl::Status Token::Relogin() {
+absl::Status Token::Relogin(bool only_if_gone) {
   absl::MutexLock lock(&login_mu_);
-  if (pin_refused_ || pin_.empty()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "token \"", label_, "\" logged the agent out and it holds no usable PIN; restart the agent"));
+  if (only_if_gone && !reconnect_needed_) return absl::OkStatus();  // another caller reconnected
+  if (reconnect_needed_ && anchor_session_ == CK_INVALID_HANDLE) RETURN_IF_ERROR(OpenAnchorLocked());
+  absl::StatusOr<bool> logged_in = LoginLocked();
+  std::optional<CK_RV> rv = CkrOf(logged_in.status());
+  if (rv == CKR_SESSION_HANDLE_INVALID || rv == CKR_SESSION_CLOSED) {
+    // The anchor session died with the token (pulled and put back while the
+    // agent was idle). The token did not look at the PIN; log in on a live
+    // session. The dead handle is not closed: the module may have reused it.
+    // The pool's sessions from before died with it.
+    anchor_session_ = CK_INVALID_HANDLE;
+    pool_->InvalidateIfCurrent(pool_->generation());
+    RETURN_IF_ERROR(OpenAnchorLocked());
+    logged_in = LoginLocked();
   }
-  absl::Status st = P11_CALL(*module_, C_Login, anchor_session_, CKU_USER, pin_.data(), pin_.size());
-  if (st.ok() || CkrOf(st) == CKR_USER_ALREADY_LOGGED_IN) {
-    SMIME_LOG(kInfo, "relogin").Kv("token", label_).Kv("result", "OK");
-    return absl::OkStatus();
+  if (!logged_in.ok()) return logged_in.status();
+  if (reconnect_needed_) {
+    // Handles from before may name other objects now, login or not.
+    if (!*logged_in) ++login_epoch_;
+    SMIME_LOG(kInfo, "token_reconnected").Kv("token", label_);
   }
-  if (CkrOf(st) == CKR_PIN_INCORRECT || CkrOf(st) == CKR_PIN_LOCKED) {
-    pin_refused_ = true;  // never resend a refused PIN: tokens lock
-    pin_.Wipe();
+  reconnect_needed_ = false;
+  return absl::OkStatus();
+}
+
+void Token::NoteTokenGone(uint64_t generation) {
+  absl::MutexLock lock(&login_mu_);
+  if (!pool_->InvalidateIfCurrent(generation)) return;  // someone saw it first
+  // Closed like the pool's idle sessions: dead now, or alive after a
+  // spurious error; the reconnection opens a new one either way.
+  if (anchor_session_ != CK_INVALID_HANDLE) (void)P11_CALL(*module_, C_CloseSession, anchor_session_);
+  anchor_session_ = CK_INVALID_HANDLE;
+  reconnect_needed_ = true;
+  SMIME_LOG(kWarning, "token_gone").Kv("token", label_).Kv("next", "the next operation reconnects");
+}
+
+absl::Status Token::GoneStatus(const absl::Status& st) const {
+  std::optional<CK_RV> rv = CkrOf(st);
+  if (rv != CKR_DEVICE_REMOVED && rv != CKR_TOKEN_NOT_PRESENT && rv != CKR_SLOT_ID_INVALID &&
+      rv != CKR_SESSION_HANDLE_INVALID && rv != CKR_SESSION_CLOSED) {
+    return st;
   }
-  SMIME_LOG(kError, "relogin").Kv("token", label_).Kv("result", "failed").Kv("reason", st.message());
-  return st;
+  absl::Status out = absl::UnavailableError(
+      absl::StrCat("token \"", label_, "\" was removed; insert it and retry (", CkrName(*rv), ")"));
+  st.ForEachPayload([&](absl::string_view url, const absl::Cord& payload) { out.SetPayload(url, payload); });
+  return out;
 }
 
 template <typename Op>
 auto Token::WithSession(absl::Time deadline, Op op) -> decltype(op(std::declval<Session&>())) {
   for (int attempt = 0;; ++attempt) {
+    if (reconnect_needed_.load()) {
+      if (absl::Status st = Relogin(/*only_if_gone=*/true); !st.ok()) return GoneStatus(st);
+    }
+    uint64_t generation = pool_->generation();
     auto session = pool_->Acquire(deadline);
-    if (!session.ok()) return session.status();
+    if (!session.ok()) {
+      std::optional<CK_RV> rv = CkrOf(session.status());
+      if (!rv || !IsTokenGone(*rv)) return session.status();
+      NoteTokenGone(generation);
+      return GoneStatus(session.status());
+    }
     auto result = op(*session);
     if (result.ok()) return result;
     session->MarkBroken();  // an operation may have been left active
     std::optional<CK_RV> rv = CkrOf(result.status());
     if (rv == CKR_USER_NOT_LOGGED_IN && attempt == 0) {
-      if (absl::Status st = Relogin(); !st.ok()) return st;
+      if (absl::Status st = Relogin(/*only_if_gone=*/false); !st.ok()) return GoneStatus(st);
       continue;
     }
-    if (rv && IsTokenGone(*rv)) pool_->Invalidate();
+    if (rv && IsTokenGone(*rv)) {
+      NoteTokenGone(session->generation());
+      // A session found dead (the token was pulled and put back between
+      // calls) ran nothing: reconnect and try once more.
+      if (attempt == 0 && (rv == CKR_SESSION_HANDLE_INVALID || rv == CKR_SESSION_CLOSED)) continue;
+      return GoneStatus(result.status());
+    }
     return result;
   }
 }
 
 template <typename Op>
-auto Token::WithKey(const Key& key, Op op) -> decltype(op(key)) {
-  auto result = op(key);
+auto Token::WithKeySession(const Key& key, absl::Time deadline, Op op)
+    -> decltype(op(std::declval<Session&>(), key)) {
+  auto run = [&](const Key& k) {
+    return WithSession(deadline, [&](Session& s) -> decltype(op(s, k)) {
+      if (k.login_epoch_ != login_epoch_.load()) {
+        // Read before the last login: may name another object now.
+        return CkrStatus("key handle check", CKR_KEY_HANDLE_INVALID);
+      }
+      return op(s, k);
+    });
+  };
+  auto result = run(key);
   std::optional<CK_RV> rv = CkrOf(result.status());
   if (result.ok() || (rv != CKR_KEY_HANDLE_INVALID && rv != CKR_OBJECT_HANDLE_INVALID)) return result;
   SMIME_LOG(kInfo, "key_handle_stale").Kv("token", label_).Kv("id", key.id_hex());
-  if (!Refresh().ok()) return result;
+  bool list_is_newer;
+  {
+    absl::MutexLock lock(&keys_mu_);
+    list_is_newer = keys_epoch_ == login_epoch_.load() && keys_epoch_ != key.login_epoch_;
+  }
+  if (!list_is_newer) {
+    absl::Status st = Refresh();
+    if (absl::IsUnavailable(st)) return st;  // the token is gone: say so
+    if (!st.ok()) return result;
+  }
   for (const auto& fresh : *Keys()) {
-    if (fresh->id() == key.id() && fresh->label() == key.label()) return op(*fresh);
+    if (fresh->id() == key.id() && fresh->label() == key.label()) return run(*fresh);
   }
   return absl::NotFoundError(absl::StrCat("key \"", key.label(), "\" (id ", key.id_hex(),
                                           ") is no longer on the token; was the token removed?"));
@@ -448,9 +586,30 @@ absl::Status Token::Refresh() {
   struct Found {
     std::shared_ptr<KeyList> keys;
     std::vector<std::shared_ptr<X509>> others;
+    uint64_t epoch = 0;
   };
   auto found = WithSession(absl::Now() + absl::Seconds(30), [&](Session& s) -> absl::StatusOr<Found> {
     Module& m = *module_;
+    const uint64_t epoch = login_epoch_.load();
+    if (user_logged_in_) {
+      // A session the token logged out (it was pulled and put back) sees no
+      // private keys: that is not an empty key list.
+      CK_SESSION_INFO info;
+      RETURN_IF_ERROR(P11_CALL(m, C_GetSessionInfo, s.handle(), &info));
+      if (info.state != CKS_RO_USER_FUNCTIONS && info.state != CKS_RW_USER_FUNCTIONS) {
+        return CkrStatus("C_GetSessionInfo", CKR_USER_NOT_LOGGED_IN);
+      }
+    }
+    // An object that cannot be read at all is left out, not the whole list.
+    auto read = [&](CK_OBJECT_HANDLE h, const char* kind,
+                    std::initializer_list<CK_ATTRIBUTE_TYPE> types) -> absl::StatusOr<std::optional<AttrMap>> {
+      absl::StatusOr<AttrMap> a = ReadAttributes(m, s.handle(), h, types);
+      if (a.ok()) return std::optional<AttrMap>(*std::move(a));
+      if (StopsObjectReads(a.status())) return a.status();
+      SMIME_LOG(kWarning, "object_skipped").Kv("token", label_).Kv("object", kind).Kv("handle", h)
+          .Kv("reason", a.status().message());
+      return std::optional<AttrMap>();
+    };
     ASSIGN_OR_RETURN(auto priv_handles, FindObjects(m, s.handle(), CKO_PRIVATE_KEY));
     ASSIGN_OR_RETURN(auto pub_handles, FindObjects(m, s.handle(), CKO_PUBLIC_KEY));
     ASSIGN_OR_RETURN(auto cert_handles, FindObjects(m, s.handle(), CKO_CERTIFICATE));
@@ -462,10 +621,12 @@ absl::Status Token::Refresh() {
     };
     std::vector<PubObj> pubs;
     for (CK_OBJECT_HANDLE h : pub_handles) {
-      ASSIGN_OR_RETURN(AttrMap a, ReadAttributes(m, s.handle(), h,
-                                                 {CKA_ID, CKA_KEY_TYPE, CKA_MODULUS,
-                                                  CKA_PUBLIC_EXPONENT, CKA_EC_PARAMS, CKA_EC_POINT,
-                                                  CKA_END_DATE}));
+      ASSIGN_OR_RETURN(std::optional<AttrMap> read_a,
+                       read(h, "public_key",
+                            {CKA_ID, CKA_KEY_TYPE, CKA_MODULUS, CKA_PUBLIC_EXPONENT, CKA_EC_PARAMS, CKA_EC_POINT,
+                             CKA_END_DATE}));
+      if (!read_a) continue;
+      AttrMap& a = *read_a;
       std::shared_ptr<EVP_PKEY> key;
       auto kt = AttrUlong(a, CKA_KEY_TYPE);
       if (kt == CKK_RSA && a.count(CKA_MODULUS) && a.count(CKA_PUBLIC_EXPONENT)) {
@@ -489,7 +650,10 @@ absl::Status Token::Refresh() {
     };
     std::vector<CertObj> certs;
     for (CK_OBJECT_HANDLE h : cert_handles) {
-      ASSIGN_OR_RETURN(AttrMap a, ReadAttributes(m, s.handle(), h, {CKA_ID, CKA_CERTIFICATE_TYPE, CKA_VALUE}));
+      ASSIGN_OR_RETURN(std::optional<AttrMap> read_a,
+                       read(h, "certificate", {CKA_ID, CKA_CERTIFICATE_TYPE, CKA_VALUE}));
+      if (!read_a) continue;
+      AttrMap& a = *read_a;
       if (AttrUlong(a, CKA_CERTIFICATE_TYPE) != CKC_X_509 || !a.count(CKA_VALUE)) continue;
       auto cert = ParseDerCertificate(a[CKA_VALUE]);
       if (!cert.ok()) {
@@ -500,14 +664,17 @@ absl::Status Token::Refresh() {
       certs.push_back({AttrStr(a, CKA_ID), *cert});
     }
 
-    Found result{std::make_shared<KeyList>(), {}};
+    Found result{std::make_shared<KeyList>(), {}, epoch};
     for (CK_OBJECT_HANDLE h : priv_handles) {
-      ASSIGN_OR_RETURN(AttrMap a, ReadAttributes(m, s.handle(), h,
-                                                 {CKA_ID, CKA_LABEL, CKA_KEY_TYPE, CKA_SIGN, CKA_DECRYPT,
-                                                  CKA_DERIVE, CKA_MODULUS, CKA_PUBLIC_EXPONENT,
-                                                  CKA_EC_PARAMS}));
+      ASSIGN_OR_RETURN(std::optional<AttrMap> read_a,
+                       read(h, "private_key",
+                            {CKA_ID, CKA_LABEL, CKA_KEY_TYPE, CKA_SIGN, CKA_DECRYPT, CKA_DERIVE, CKA_MODULUS,
+                             CKA_PUBLIC_EXPONENT, CKA_EC_PARAMS}));
+      if (!read_a) continue;
+      AttrMap& a = *read_a;
       auto key = std::shared_ptr<Key>(new Key());
       key->handle_ = h;
+      key->login_epoch_ = epoch;
       key->id_ = AttrStr(a, CKA_ID);
       key->label_ = AttrStr(a, CKA_LABEL);
       key->can_sign_ = AttrTrue(a, CKA_SIGN);
@@ -597,8 +764,11 @@ absl::Status Token::Refresh() {
   if (!found.ok()) return found.status();
   {
     absl::MutexLock lock(&keys_mu_);
-    keys_ = std::move(found->keys);
-    other_certs_ = std::move(found->others);
+    if (found->epoch >= keys_epoch_) {  // a slower refresh from before a re-login loses
+      keys_ = std::move(found->keys);
+      other_certs_ = std::move(found->others);
+      keys_epoch_ = found->epoch;
+    }
     last_refresh_ = absl::Now();
   }
   SMIME_LOG(kInfo, "keys_loaded").Kv("token", label_).Kv("keys", Keys()->size());
@@ -644,8 +814,7 @@ absl::StatusOr<std::string> Token::Sign(const Key& key, SignMechanism mechanism,
       break;
   }
   if (out_len == 0) out_len = 1024;  // size unknown: large enough for RSA-8192
-  auto raw = WithKey(key, [&](const Key& k) {
-    return WithSession(deadline, [&](Session& s) -> absl::StatusOr<std::string> {
+  auto raw = WithKeySession(key, deadline, [&](Session& s, const Key& k) -> absl::StatusOr<std::string> {
     RETURN_IF_ERROR(P11_CALL(*module_, C_SignInit, s.handle(), &mech, k.handle_));
     std::string sig(out_len, '\0');
     CK_ULONG len = sig.size();
@@ -654,7 +823,6 @@ absl::StatusOr<std::string> Token::Sign(const Key& key, SignMechanism mechanism,
                              reinterpret_cast<CK_BYTE*>(sig.data()), &len));
     sig.resize(len);
     return sig;
-  });
   });
   if (!raw.ok() || mechanism != SignMechanism::kEcdsaSha256) return raw;
   // PKCS#11 ECDSA gives r || s; X.509 and CMS want DER ECDSA-Sig-Value.
@@ -745,8 +913,7 @@ absl::StatusOr<std::string> Token::Decrypt(const Key& key, DecryptMechanism mech
   const bool sha256 = mechanism == DecryptMechanism::kRsaOaepSha256;
   std::atomic<bool>& use_raw = sha256 ? oaep_sha256_raw_ : oaep_sha1_raw_;
   const EVP_MD* md = sha256 ? EVP_sha256() : EVP_sha1();
-  return WithKey(key, [&](const Key& k) {
-  return WithSession(deadline, [&](Session& s) -> absl::StatusOr<std::string> {
+  return WithKeySession(key, deadline, [&](Session& s, const Key& k) -> absl::StatusOr<std::string> {
     if (mechanism == DecryptMechanism::kRsaPkcs1) {
       CK_MECHANISM mech = {CKM_RSA_PKCS, nullptr, 0};
       return DecryptOnce(s, k, &mech, ciphertext);
@@ -767,7 +934,6 @@ absl::StatusOr<std::string> Token::Decrypt(const Key& key, DecryptMechanism mech
           .Kv("reason", "token refused OAEP parameters; decoding OAEP from raw RSA");
     }
     return DecryptOaepRaw(s, k, md, ciphertext);
-  });
   });
 }
 
@@ -790,20 +956,18 @@ absl::StatusOr<std::string> Token::PrivateOp(const Key& key, Primitive primitive
   size_t out_len = ec ? 2 * unit : unit;
   if (out_len == 0) out_len = 1024;
   std::string in(input.data(), input.size());
-  auto result = WithKey(key, [&](const Key& k) {
-    return WithSession(deadline, [&](Session& s) -> absl::StatusOr<std::string> {
-      CK_MECHANISM mech = {type, nullptr, 0};
-      std::string out(out_len, '\0');
-      CK_ULONG len = out.size();
-      if (sign) {
-        RETURN_IF_ERROR(P11_CALL(*module_, C_SignInit, s.handle(), &mech, k.handle_));
-        RETURN_IF_ERROR(P11_CALL(*module_, C_Sign, s.handle(), reinterpret_cast<CK_BYTE*>(in.data()),
-                                 in.size(), reinterpret_cast<CK_BYTE*>(out.data()), &len));
-        out.resize(len);
-        return out;
-      }
-      return DecryptOnce(s, k, &mech, in);
-    });
+  auto result = WithKeySession(key, deadline, [&](Session& s, const Key& k) -> absl::StatusOr<std::string> {
+    CK_MECHANISM mech = {type, nullptr, 0};
+    std::string out(out_len, '\0');
+    CK_ULONG len = out.size();
+    if (sign) {
+      RETURN_IF_ERROR(P11_CALL(*module_, C_SignInit, s.handle(), &mech, k.handle_));
+      RETURN_IF_ERROR(P11_CALL(*module_, C_Sign, s.handle(), reinterpret_cast<CK_BYTE*>(in.data()),
+                               in.size(), reinterpret_cast<CK_BYTE*>(out.data()), &len));
+      out.resize(len);
+      return out;
+    }
+    return DecryptOnce(s, k, &mech, in);
   });
   OPENSSL_cleanse(in.data(), in.size());
   return result;
@@ -833,17 +997,15 @@ absl::StatusOr<std::string> Token::EcdhDerive(const Key& key, absl::string_view 
       {CKA_TOKEN, &no, sizeof(no)},           {CKA_SENSITIVE, &no, sizeof(no)},
       {CKA_EXTRACTABLE, &yes, sizeof(yes)},   {CKA_VALUE_LEN, &value_len, sizeof(value_len)},
   };
-  return WithKey(key, [&](const Key& k) {
-    return WithSession(deadline, [&](Session& s) -> absl::StatusOr<std::string> {
-      CK_OBJECT_HANDLE secret = CK_INVALID_HANDLE;
-      RETURN_IF_ERROR(P11_CALL(*module_, C_DeriveKey, s.handle(), &mech, k.handle_, tmpl,
-                               sizeof(tmpl) / sizeof(tmpl[0]), &secret));
-      auto value = ReadAttributes(*module_, s.handle(), secret, {CKA_VALUE});
-      (void)P11_CALL(*module_, C_DestroyObject, s.handle(), secret);
-      if (!value.ok()) return value.status();
-      if (value->empty()) return absl::InternalError("token did not reveal the ECDH result");
-      return std::move(value->begin()->second);
-    });
+  return WithKeySession(key, deadline, [&](Session& s, const Key& k) -> absl::StatusOr<std::string> {
+    CK_OBJECT_HANDLE secret = CK_INVALID_HANDLE;
+    RETURN_IF_ERROR(P11_CALL(*module_, C_DeriveKey, s.handle(), &mech, k.handle_, tmpl,
+                             sizeof(tmpl) / sizeof(tmpl[0]), &secret));
+    auto value = ReadAttributes(*module_, s.handle(), secret, {CKA_VALUE});
+    (void)P11_CALL(*module_, C_DestroyObject, s.handle(), secret);
+    if (!value.ok()) return value.status();
+    if (value->empty()) return absl::InternalError("token did not reveal the ECDH result");
+    return std::move(value->begin()->second);
   });
 }
 
@@ -1103,7 +1265,7 @@ absl::Status Token::WriteRetireMark(const Key& key, const std::string& date, abs
 
 absl::StatusOr<size_t> Token::DeleteKey(const Key& key, absl::Time deadline) {
   std::string id = key.id();
-  auto destroyed = WithSession(deadline, [&](Session& s) -> absl::StatusOr<size_t> {
+  auto destroyed = WithKeySession(key, deadline, [&](Session& s, const Key& k) -> absl::StatusOr<size_t> {
     Module& m = *module_;
     std::vector<CK_OBJECT_HANDLE> doomed;
     if (!id.empty()) {
@@ -1122,11 +1284,11 @@ absl::StatusOr<size_t> Token::DeleteKey(const Key& key, absl::Time deadline) {
       auto a = ReadAttributes(m, s.handle(), h, {CKA_VALUE});
       if (!a.ok() || !a->count(CKA_VALUE)) continue;
       auto c = ParseDerCertificate((*a)[CKA_VALUE]);
-      if (c.ok() && SamePublicKey(X509_get0_pubkey(c->get()), key.public_key())) doomed.push_back(h);
+      if (c.ok() && SamePublicKey(X509_get0_pubkey(c->get()), k.public_key())) doomed.push_back(h);
     }
     // The private key first: once it is gone the key is gone, whatever
     // happens to the rest.
-    RETURN_IF_ERROR(P11_CALL(m, C_DestroyObject, s.handle(), key.handle_));
+    RETURN_IF_ERROR(P11_CALL(m, C_DestroyObject, s.handle(), k.handle_));
     size_t n = 1;
     for (CK_OBJECT_HANDLE h : doomed) {
       if (P11_CALL(m, C_DestroyObject, s.handle(), h).ok()) ++n;

@@ -64,6 +64,10 @@ class Key {
   friend class Token;
   Key() = default;
   CK_OBJECT_HANDLE handle_ = CK_INVALID_HANDLE;
+  // The Token's login epoch when handle_ was read. A handle from before a
+  // re-login (the token was logged out, or pulled and put back) may name
+  // nothing, or another object, so it is never used after one.
+  uint64_t login_epoch_ = 0;
   std::string id_;
   std::string label_;
   KeyAlgorithm algorithm_ = KeyAlgorithm::kOther;
@@ -108,6 +112,14 @@ struct TokenOptions {
   size_t max_sessions = 8;
 };
 
+// Token removal: an operation that finds the token gone fails with
+// UNAVAILABLE ("token ... was removed; insert it and retry"); nothing is
+// retried in a loop. The key list stays as it was, so listing keys still
+// works. The next operation after the token is back reconnects first: a new
+// anchor session, a login with the kept PIN (unless the token refused it,
+// says it is locked, or the next wrong PIN would lock it), and keys re-read
+// for their new handles. Recovery is lazy (no polling), which is why the
+// agent's health stays SERVING while the token is out.
 class Token {
  public:
   static absl::StatusOr<std::unique_ptr<Token>> Open(std::shared_ptr<Module> module,
@@ -123,7 +135,9 @@ class Token {
   absl::Status Login(SecretBuffer pin, bool allow_final_try = false);
   void Logout();
 
-  // Re-reads keys and certificates from the token.
+  // Re-reads keys and certificates from the token. An object it cannot read
+  // at all is left out with a warning; a token that is gone, or a session
+  // that is not logged in, fails the refresh and keeps the old list.
   absl::Status Refresh();
   // Refresh(), unless the last one was less than `age` ago. True if it
   // refreshed. Lets a lookup that found nothing see keys another tool added
@@ -203,20 +217,41 @@ class Token {
  private:
   Token(std::shared_ptr<Module> module, CK_SLOT_ID slot, const CK_TOKEN_INFO& info,
         size_t max_sessions);
-  // Runs `op` on a pooled session; on CKR_USER_NOT_LOGGED_IN logs in again
-  // (with the kept PIN) and retries once; on token-removed errors drops the
-  // pool's sessions.
+  // Runs `op` on a pooled session, after reconnecting if the token was seen
+  // gone. On CKR_USER_NOT_LOGGED_IN logs in again (with the kept PIN) and
+  // retries once. On token-gone errors drops the pool's sessions and marks
+  // the token for reconnection; a session that turns out dead before
+  // anything ran on it (the token was pulled and put back between calls)
+  // gets one retry after reconnecting.
   template <typename Op>
   auto WithSession(absl::Time deadline, Op op) -> decltype(op(std::declval<Session&>()));
-  absl::Status Relogin();
   // Sets CKA_END_DATE ("YYYYMMDD", or empty for none) on `key`'s public
   // key objects, then re-reads the keys.
   absl::Status WriteRetireMark(const Key& key, const std::string& date, absl::Time deadline);
-  // Runs `op(key)`; when the token says the key's handle is invalid (the
-  // token was removed and reinserted, or its objects reloaded), re-reads the
-  // keys and runs `op` once more on the key with the same id and label.
+  // Logs in again on the anchor session, first reopening it if the token
+  // was gone (reconnect_needed_) or it turns out dead. With `only_if_gone`,
+  // does nothing unless reconnect_needed_ is still set (another caller may
+  // have reconnected meanwhile).
+  absl::Status Relogin(bool only_if_gone);
+  // Opens the anchor session, if the slot holds this token (same label and
+  // serial): another card in the reader gets neither our PIN nor our calls.
+  absl::Status OpenAnchorLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(login_mu_);
+  // C_Login with pin_ on the anchor session, unless the token's flags say
+  // the PIN is locked, must be changed, or (without allow_final_try_) that
+  // the next wrong one locks it. True when it logged in; false when the
+  // token needs no login or was logged in already.
+  absl::StatusOr<bool> LoginLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(login_mu_);
+  // An operation on a session of `generation` found the token gone.
+  void NoteTokenGone(uint64_t generation);
+  // `st` (a token-gone error) as the caller should read it.
+  absl::Status GoneStatus(const absl::Status& st) const;
+  // Runs `op(session, key)` on a session (WithSession). When the key's handle
+  // is stale (from before a re-login) or the token says it is invalid (the
+  // token was reinserted, or its objects reloaded), re-reads the keys if
+  // needed and runs `op` once more on the key with the same id and label.
   template <typename Op>
-  auto WithKey(const Key& key, Op op) -> decltype(op(key));
+  auto WithKeySession(const Key& key, absl::Time deadline, Op op)
+      -> decltype(op(std::declval<Session&>(), key));
   absl::StatusOr<std::string> DecryptOnce(Session& s, const Key& key, CK_MECHANISM* mech,
                                           absl::string_view ciphertext);
   absl::StatusOr<std::string> DecryptOaepRaw(Session& s, const Key& key, const EVP_MD* md,
@@ -228,16 +263,27 @@ class Token {
   std::string label_;
   std::string serial_;
   std::unique_ptr<SessionPool> pool_;
-  // Held open for the token's lifetime: closing a token's last session logs
-  // the user out.
-  CK_SESSION_HANDLE anchor_session_ = CK_INVALID_HANDLE;
 
   absl::Mutex login_mu_;
+  // Held open while the token is in: closing a token's last session logs the
+  // user out. Reopened after the token was gone.
+  CK_SESSION_HANDLE anchor_session_ ABSL_GUARDED_BY(login_mu_) = CK_INVALID_HANDLE;
   SecretBuffer pin_ ABSL_GUARDED_BY(login_mu_);
   bool pin_refused_ ABSL_GUARDED_BY(login_mu_) = false;
+  bool allow_final_try_ ABSL_GUARDED_BY(login_mu_) = false;
+  // Set (with login_mu_ held) when an operation found the token gone; the
+  // next operation reconnects first. Read without the lock on the fast path.
+  std::atomic<bool> reconnect_needed_{false};
+  // Set once a C_Login succeeded: from then on a key list is only read from
+  // a logged-in session (a logged-out one sees no private keys).
+  std::atomic<bool> user_logged_in_{false};
+  // Grows with each successful C_Login and each reconnection
+  // (Key::login_epoch_).
+  std::atomic<uint64_t> login_epoch_{0};
 
   mutable absl::Mutex keys_mu_;
   std::shared_ptr<const KeyList> keys_ ABSL_GUARDED_BY(keys_mu_);
+  uint64_t keys_epoch_ ABSL_GUARDED_BY(keys_mu_) = 0;  // login epoch of keys_
   std::vector<std::shared_ptr<X509>> other_certs_ ABSL_GUARDED_BY(keys_mu_);
   absl::Time last_refresh_ ABSL_GUARDED_BY(keys_mu_) = absl::InfinitePast();
 

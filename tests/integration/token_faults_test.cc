@@ -1,0 +1,235 @@
+// The real agent on a SoftHSM token behind the fault-injection module
+// (tests/testing/p11_fault_shim.cc): the token pulled between and during
+// operations, put back without restarting the agent, and objects the token
+// will not read. Asserts what a user sees: the error, the audit line, health,
+// the key list, signatures that openssl verifies.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <thread>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
+#include "absl/strings/str_split.h"
+#include "client/client.h"
+#include "tests/testing/ossl_verify.h"
+#include "tests/testing/status_matchers.h"
+#include "tests/testing/test_env.h"
+
+namespace smime {
+namespace {
+
+using ::smime::testing::AgentProcess;
+using ::smime::testing::IsOk;
+using ::smime::testing::ReadFile;
+using ::smime::testing::RunCommand;
+using ::smime::testing::StatusIs;
+using ::smime::testing::TempDir;
+using ::smime::testing::WriteFile;
+using ::testing::AllOf;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+namespace v1 = ::smime::agent::v1;
+
+class TokenFaultsTest : public ::testing::Test {
+ protected:
+  // make-token.sh with test keys takes seconds (RSA keys, certificates):
+  // made once, copied for each test.
+  static void SetUpTestSuite() { template_ = new testing::TestToken(testing::MakeToken("faults", true)); }
+  static void TearDownTestSuite() {
+    delete template_;
+    template_ = nullptr;
+  }
+
+  void SetUp() override {
+    token_.dir = std::make_unique<TempDir>();
+    token_.label = template_->label;
+    std::filesystem::copy(template_->dir->path(), token_.dir->path(), std::filesystem::copy_options::recursive);
+    token_.conf = token_.Path("softhsm2.conf");
+    token_.pin_file = token_.Path("pin");
+    // The configuration names its token store by absolute path.
+    WriteFile(token_.conf,
+              absl::StrReplaceAll(ReadFile(template_->conf), {{template_->dir->path(), token_.dir->path()}}));
+    control_ = token_.Path("shim-control");
+  }
+
+  // Starts the agent on the token through the shim with `faults` in force.
+  void StartAgent(const std::string& faults = "") {
+    Control(faults);
+    auto agent = AgentProcess::Start(
+        {"--module", SMIME_P11_FAULT_SHIM, "--token", token_.label, "--pin-file", token_.pin_file}, token_.conf,
+        {{"SMIME_P11_SHIM_CONTROL", control_}});
+    ASSERT_THAT(agent.status(), IsOk());
+    agent_ = *std::move(agent);
+    auto c = client::AgentClient::Connect(agent_->socket());
+    ASSERT_THAT(c.status(), IsOk());
+    client_ = *std::move(c);
+  }
+  // Replaced in one step: the shim reads it on every call, also while a
+  // signature waits in another thread.
+  void Control(const std::string& directives) {
+    WriteFile(control_ + ".new", directives);
+    ASSERT_EQ(::rename((control_ + ".new").c_str(), control_.c_str()), 0);
+  }
+
+  absl::StatusOr<std::string> Sign(const std::string& key, const std::string& message) {
+    bool ec = key == "bob" || key == "dave";
+    v1::SignatureAlgorithm alg = ec ? v1::SIGNATURE_ALGORITHM_ECDSA_SHA256 : v1::SIGNATURE_ALGORITHM_RSA_PKCS1_SHA256;
+    return client_->SignDigest(client::TextSelector(key), alg, testing::Sha256(message));
+  }
+  bool Verifies(const std::string& key, const std::string& message, const std::string& sig) {
+    return testing::VerifyDigest(ReadFile(token_.Path("pub/" + key + ".pem")), testing::Sha256(message), sig,
+                                 testing::Padding::kPkcs1);
+  }
+  // Whether one line of the agent's log (audit lines included) has all `parts`.
+  bool LogHasLine(const std::vector<std::string>& parts) {
+    std::string log = agent_->Log();
+    for (absl::string_view line : absl::StrSplit(log, '\n')) {
+      bool all = true;
+      for (const auto& p : parts) all = all && absl::StrContains(line, p);
+      if (all) return true;
+    }
+    return false;
+  }
+  std::vector<std::string> Labels() {
+    std::vector<std::string> out;
+    auto keys = client_->ListKeys();
+    EXPECT_THAT(keys.status(), IsOk());
+    if (keys.ok()) {
+      for (const auto& k : *keys) out.push_back(k.label());
+    }
+    return out;
+  }
+
+  static testing::TestToken* template_;
+  testing::TestToken token_;
+  std::string control_;
+  std::unique_ptr<AgentProcess> agent_;
+  std::unique_ptr<client::AgentClient> client_;
+};
+testing::TestToken* TokenFaultsTest::template_ = nullptr;
+
+auto TokenRemoved() {
+  return StatusIs(absl::StatusCode::kUnavailable,
+                  AllOf(HasSubstr("token \"faults\" was removed"), HasSubstr("insert it and retry")));
+}
+
+TEST_F(TokenFaultsTest, RemovedTokenFailsClearlyAndSignsAgainOnceReinserted) {
+  StartAgent();
+  auto sig = Sign("alice", "before");
+  ASSERT_THAT(sig.status(), IsOk());
+  EXPECT_TRUE(Verifies("alice", "before", *sig));
+
+  Control("removed\n");
+  // The call that finds the token gone and the ones after it read the same.
+  EXPECT_THAT(Sign("alice", "while out"), TokenRemoved());
+  EXPECT_THAT(Sign("alice", "while out"), TokenRemoved());
+  std::string ct = testing::RsaEncrypt(ReadFile(token_.Path("pub/carol.pem")), "content key", testing::Padding::kPkcs1);
+  EXPECT_THAT(client_->DecryptKey(client::TextSelector("carol"), v1::DECRYPT_PADDING_RSA_PKCS1, ct).status(),
+              TokenRemoved());
+  // The agent keeps serving: health, and the key list it holds.
+  EXPECT_TRUE(agent_->Running());
+  EXPECT_THAT(client_->WaitReady(absl::Seconds(5)), IsOk());
+  EXPECT_THAT(Labels(), ElementsAre("alice", "bob", "carol", "dave", "erin"));
+  // Each failed operation left its audit line.
+  EXPECT_TRUE(LogHasLine({"event=key_op", "op=sign", "object=alice", "result=UNAVAILABLE"})) << agent_->Log();
+  EXPECT_TRUE(LogHasLine({"event=key_op", "op=decrypt", "object=carol", "result=UNAVAILABLE"})) << agent_->Log();
+
+  // Put back: the next calls work, no restart; the sessions and the login
+  // the agent had are gone, so it logged in again.
+  Control("");
+  sig = Sign("alice", "after");
+  ASSERT_THAT(sig.status(), IsOk()) << agent_->Log();
+  EXPECT_TRUE(Verifies("alice", "after", *sig));
+  EXPECT_FALSE(Verifies("alice", "before", *sig));
+  auto ec = Sign("bob", "after");
+  ASSERT_THAT(ec.status(), IsOk());
+  EXPECT_TRUE(Verifies("bob", "after", *ec));
+  auto plain = client_->DecryptKey(client::TextSelector("carol"), v1::DECRYPT_PADDING_RSA_PKCS1, ct);
+  ASSERT_THAT(plain.status(), IsOk());
+  EXPECT_EQ(*plain, "content key");
+  EXPECT_TRUE(LogHasLine({"event=token_reconnected"})) << agent_->Log();
+  EXPECT_TRUE(agent_->Running());
+}
+
+TEST_F(TokenFaultsTest, TokenPulledDuringSignatureFailsThatCallCleanly) {
+  StartAgent("sign-delay-ms 300\n");
+  absl::StatusOr<std::string> during = absl::UnknownError("not run");
+  std::thread signer([&] { during = Sign("alice", "during"); });
+  // Pull the token once the signature is under way inside the module.
+  std::string signing = control_ + ".signing";
+  absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while (::access(signing.c_str(), F_OK) != 0 && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(5));
+  Control("removed\nsign-delay-ms 300\n");
+  signer.join();
+  EXPECT_THAT(during, TokenRemoved());
+  EXPECT_TRUE(LogHasLine({"event=key_op", "op=sign", "object=alice", "result=UNAVAILABLE"})) << agent_->Log();
+  EXPECT_TRUE(agent_->Running());
+
+  Control("");
+  auto sig = Sign("alice", "after");
+  ASSERT_THAT(sig.status(), IsOk()) << agent_->Log();
+  EXPECT_TRUE(Verifies("alice", "after", *sig));
+}
+
+TEST_F(TokenFaultsTest, KeyGenerationWhileRemovedWritesNothing) {
+  StartAgent();
+  Control("removed\n");
+  EXPECT_THAT(client_->GenerateKey(v1::KEY_TYPE_EC_P256, "late").status(), TokenRemoved());
+  Control("");
+  // Counted by another program on the token itself, not from the agent's list.
+  std::string pin = ReadFile(token_.pin_file);
+  pin.pop_back();
+  auto private_keys = [&] {
+    testing::CommandResult r = RunCommand({"pkcs11-tool", "--module", testing::kSoftHsmModule, "--token-label",
+                                           token_.label, "--login", "--pin", pin, "--list-objects", "--type",
+                                           "privkey"},
+                                          testing::WithEnv({{"SOFTHSM2_CONF", token_.conf}}));
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    size_t n = 0;
+    for (absl::string_view line : absl::StrSplit(r.out, '\n')) n += absl::StartsWith(line, "Private Key Object");
+    return n;
+  };
+  EXPECT_EQ(private_keys(), 5u);
+  EXPECT_THAT(client_->GenerateKey(v1::KEY_TYPE_EC_P256, "late").status(), IsOk()) << agent_->Log();
+  EXPECT_EQ(private_keys(), 6u);
+}
+
+TEST_F(TokenFaultsTest, AttributeTheTokenWillNotReadHidesNoKey) {
+  // CKA_END_DATE (the retire mark) is read from every public key object;
+  // the token fails each such read as a whole.
+  StartAgent("fail-attr 0x111\n");
+  auto keys = client_->ListKeys();
+  ASSERT_THAT(keys.status(), IsOk());
+  ASSERT_EQ(keys->size(), 5u);
+  EXPECT_EQ((*keys)[0].label(), "alice");
+  EXPECT_EQ((*keys)[0].type(), v1::KEY_TYPE_RSA_2048);
+  EXPECT_EQ((*keys)[0].emails(0), "alice@example.com");
+  EXPECT_EQ((*keys)[1].type(), v1::KEY_TYPE_EC_P256);
+  // dave's EC public key is only on its public key object: read attribute
+  // by attribute, all but the end date.
+  testing::CommandResult pub = RunCommand({testing::SmimectlBinary(), "--socket", agent_->socket(), "pubkey", "--key", "dave"});
+  ASSERT_EQ(pub.exit_code, 0) << pub.err;
+  EXPECT_EQ(pub.out, ReadFile(token_.Path("pub/dave.pem")));
+  auto sig = Sign("dave", "odd token");
+  ASSERT_THAT(sig.status(), IsOk());
+  EXPECT_TRUE(Verifies("dave", "odd token", *sig));
+  EXPECT_TRUE(LogHasLine({"event=attributes_unreadable", "attributes=0x111", "rv=CKR_FUNCTION_FAILED"}))
+      << agent_->Log();
+}
+
+TEST_F(TokenFaultsTest, ObjectTheTokenWillNotReadIsLeftOut) {
+  StartAgent("fail-id 03\n");  // carol's private and public key objects
+  EXPECT_THAT(Labels(), ElementsAre("alice", "bob", "dave", "erin"));
+  auto sig = Sign("alice", "without carol");
+  ASSERT_THAT(sig.status(), IsOk());
+  EXPECT_TRUE(Verifies("alice", "without carol", *sig));
+  EXPECT_TRUE(LogHasLine({"event=object_skipped", "object=private_key", "handle=", "CKR_FUNCTION_FAILED"}))
+      << agent_->Log();
+}
+
+}  // namespace
+}  // namespace smime
