@@ -8,6 +8,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -382,6 +383,48 @@ TEST_F(AgentTest, ConcurrentClientsAllGetValidSignatures) {
   }
   for (auto& th : threads) th.join();
   for (int t = 0; t < kClients; ++t) EXPECT_EQ(good[t], kCalls) << "client " << t;
+}
+
+// The caller's deadline bounds the wait for a token session. With one
+// session and more concurrent callers than it can serve within their
+// deadline, calls end in the session wait (RESOURCE_EXHAUSTED, audited) or at
+// the caller's deadline; none hangs or fails otherwise, and the agent serves
+// on.
+TEST_F(AgentTest, DeadlineBoundsTheWaitForATokenSession) {
+  auto agent = testing::AgentProcess::Start({"--module", testing::kSoftHsmModule, "--token", "itest",
+                                             "--pin-file", token_->pin_file, "--max-sessions", "1"},
+                                            token_->conf);
+  ASSERT_THAT(agent.status(), IsOk());
+  constexpr int kClients = 4, kCalls = 25;
+  std::atomic<int> ok{0}, late{0}, other{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kClients; ++t) {
+    threads.emplace_back([&] {
+      auto c = client::AgentClient::Connect((*agent)->socket(), absl::Milliseconds(5));
+      for (int i = 0; c.ok() && i < kCalls; ++i) {
+        absl::Status st = (*c)->SignDigest(client::TextSelector("alice"), v1::SIGNATURE_ALGORITHM_RSA_PKCS1_SHA256,
+                                           std::string(32, 'x')).status();
+        if (st.ok()) {
+          ++ok;
+        } else if (absl::IsDeadlineExceeded(st) || absl::IsResourceExhausted(st)) {
+          ++late;
+        } else {
+          ++other;
+          ADD_FAILURE() << st;
+        }
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  EXPECT_EQ(ok.load() + late.load(), kClients * kCalls);
+  EXPECT_EQ(other.load(), 0);
+  EXPECT_THAT((*agent)->Log(), HasSubstr("op=sign"));
+  EXPECT_THAT((*agent)->Log(), HasSubstr("result=RESOURCE_EXHAUSTED")) << "no call gave up in the session wait";
+  auto c = client::AgentClient::Connect((*agent)->socket());
+  ASSERT_THAT(c.status(), IsOk());
+  EXPECT_THAT((*c)->SignDigest(client::TextSelector("alice"), v1::SIGNATURE_ALGORITHM_RSA_PKCS1_SHA256,
+                               std::string(32, 'x')).status(),
+              IsOk());
 }
 
 TEST_F(AgentTest, EveryKeyOperationLeavesOneAuditLineWithoutSecrets) {
