@@ -57,6 +57,9 @@ absl::Status AgentClient::Convert(const grpc::Status& status) const {
   if (status.ok()) return absl::OkStatus();
   auto code = static_cast<absl::StatusCode>(static_cast<int>(status.error_code()));
   if (status.error_code() == grpc::StatusCode::UNAVAILABLE) {
+    // With the connection up, the agent itself said so (e.g. its token was
+    // removed): its message is the one to show.
+    if (channel_->GetState(false) == GRPC_CHANNEL_READY) return absl::UnavailableError(status.error_message());
     return absl::UnavailableError(absl::StrCat("the agent at ", socket_path_,
                                                " is not answering (", status.error_message(), ")"));
   }

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Source-level guards for the layering rules the build cannot see:
 # - every PKCS#11 C_* call goes through P11_CALL (tokens/module.h), so no
-#   other file dereferences a function list;
+#   other file dereferences a function list (the test fault module,
+#   tests/testing/p11_fault_shim.cc, is itself a PKCS#11 module: it forwards
+#   through its own copy of SoftHSM's list and is outside this rule);
 # - client/ includes nothing of PKCS#11 or tokens/.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

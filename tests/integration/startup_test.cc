@@ -204,8 +204,9 @@ TEST(TokenRemovalTest, RemovedTokenFailsClearlyAndAgentKeepsServing) {
   EXPECT_THAT(sign(), StatusIs(absl::StatusCode::kNotFound, HasSubstr("no longer on the token")));
   EXPECT_TRUE((*agent)->Running());
   // Later calls fail the same clear way and the agent keeps serving. (A
-  // SoftHSM token whose store came back stays invalid in the process that
-  // saw it vanish, so reinsertion cannot be shown with SoftHSM.)
+  // SoftHSM store that comes back stays invalid in the process that saw it
+  // vanish; pulling and re-inserting a token is shown through the fault
+  // module in token_faults_test.)
   EXPECT_THAT(sign(), StatusIs(absl::StatusCode::kNotFound, HasSubstr("alice")));
   EXPECT_THAT((*c)->ListKeys().status(), IsOk());
   ASSERT_EQ(::rename(away.c_str(), store.c_str()), 0);
