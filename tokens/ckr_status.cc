@@ -117,4 +117,14 @@ std::optional<CK_RV> CkrOf(const absl::Status& status) {
   return rv;
 }
 
+bool IsTokenGone(CK_RV rv) {
+  return rv == CKR_DEVICE_REMOVED || rv == CKR_TOKEN_NOT_PRESENT || rv == CKR_SESSION_CLOSED ||
+         rv == CKR_SESSION_HANDLE_INVALID || rv == CKR_DEVICE_ERROR || rv == CKR_SLOT_ID_INVALID;
+}
+
+bool StopsObjectReads(const absl::Status& status) {
+  std::optional<CK_RV> rv = CkrOf(status);
+  return !rv || IsTokenGone(*rv) || *rv == CKR_USER_NOT_LOGGED_IN;
+}
+
 }  // namespace smime::tokens

@@ -24,6 +24,14 @@ absl::Status CkrStatus(absl::string_view fn, CK_RV rv);
 // The CK_RV a Status from CkrStatus carries, if any.
 std::optional<CK_RV> CkrOf(const absl::Status& status);
 
+// `rv` says the token or the session is gone (removed, closed, reset).
+bool IsTokenGone(CK_RV rv);
+
+// Errors that say nothing about one object but about the token or the
+// session (gone, logged out, or not a PKCS#11 error at all): whoever reads
+// objects one by one stops on them; other errors only skip that object.
+bool StopsObjectReads(const absl::Status& status);
+
 }  // namespace smime::tokens
 
 #endif  // SMIME_TOKENS_CKR_STATUS_H_

@@ -9,7 +9,9 @@
 #include <openssl/sha.h>
 
 #include "absl/strings/str_cat.h"
+#include "common/log.h"
 #include "common/status_macros.h"
+#include "tokens/ckr_status.h"
 #include "tokens/certificate.h"
 #include "tokens/ossl.h"
 
@@ -64,11 +66,21 @@ absl::StatusOr<std::vector<std::string>> CertificateValues(Module& m, CK_SESSION
   std::vector<std::string> out;
   for (CK_OBJECT_HANDLE h : handles) {
     CK_ATTRIBUTE a = {CKA_VALUE, nullptr, 0};
-    RETURN_IF_ERROR(P11_CALL(m, C_GetAttributeValue, s, h, &a, 1));
+    absl::Status st = P11_CALL(m, C_GetAttributeValue, s, h, &a, 1);
+    std::string value;
+    if (st.ok() && a.ulValueLen != CK_UNAVAILABLE_INFORMATION) {
+      value.resize(a.ulValueLen);
+      a.pValue = value.data();
+      st = P11_CALL(m, C_GetAttributeValue, s, h, &a, 1);
+    }
+    if (!st.ok()) {
+      // One certificate the token will not read is left out of the
+      // comparison; the token being gone stops it.
+      if (StopsObjectReads(st)) return st;
+      SMIME_LOG(kWarning, "object_skipped").Kv("object", "certificate").Kv("handle", h).Kv("reason", st.message());
+      continue;
+    }
     if (a.ulValueLen == CK_UNAVAILABLE_INFORMATION) continue;
-    std::string value(a.ulValueLen, '\0');
-    a.pValue = value.data();
-    RETURN_IF_ERROR(P11_CALL(m, C_GetAttributeValue, s, h, &a, 1));
     value.resize(a.ulValueLen);
     out.push_back(std::move(value));
   }

@@ -27,18 +27,6 @@ namespace {
 
 using AttrMap = std::map<CK_ATTRIBUTE_TYPE, std::string>;
 
-bool IsTokenGone(CK_RV rv) {
-  return rv == CKR_DEVICE_REMOVED || rv == CKR_TOKEN_NOT_PRESENT || rv == CKR_SESSION_CLOSED ||
-         rv == CKR_SESSION_HANDLE_INVALID || rv == CKR_DEVICE_ERROR || rv == CKR_SLOT_ID_INVALID;
-}
-
-// Errors that say nothing about one object but about the token or the
-// session: whoever reads objects stops on them.
-bool StopsObjectReads(const absl::Status& st) {
-  std::optional<CK_RV> rv = CkrOf(st);
-  return !rv || IsTokenGone(*rv) || *rv == CKR_USER_NOT_LOGGED_IN;
-}
-
 // One C_GetAttributeValue round (lengths, then values) for `types`; absent
 // or sensitive attributes are missing from the map.
 absl::StatusOr<AttrMap> ReadAttributeBatch(Module& m, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE obj,

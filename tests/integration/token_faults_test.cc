@@ -232,5 +232,23 @@ TEST_F(TokenFaultsTest, ObjectTheTokenWillNotReadIsLeftOut) {
       << agent_->Log();
 }
 
+// Storing a certificate compares it with those on the token; one the token
+// will not read is left out of the comparison instead of failing the import.
+TEST_F(TokenFaultsTest, CertificateTheTokenWillNotReadDoesNotBlockImports) {
+  StartAgent("fail-id 55\n");  // erin's certificate object
+  testing::TempDir tmp;
+  testing::CommandResult made = testing::Openssl(
+      {"req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout",
+       tmp.File("peer.key"), "-out", tmp.File("peer.pem"), "-days", "30", "-subj", "/CN=Peer", "-addext",
+       "subjectAltName=email:peer@example.org", "-addext", "keyUsage=critical,digitalSignature,keyAgreement",
+       "-addext", "extendedKeyUsage=emailProtection"});
+  ASSERT_EQ(made.exit_code, 0) << made.err;
+  testing::CommandResult imp = agent_->Smimectl({"import-cert", "--in", tmp.File("peer.pem")});
+  ASSERT_EQ(imp.exit_code, 0) << imp.err;
+  EXPECT_THAT(imp.out, HasSubstr("correspondent (contact) certificate"));
+  EXPECT_THAT(agent_->Smimectl({"contacts"}).out, HasSubstr("peer@example.org"));
+  EXPECT_TRUE(LogHasLine({"event=object_skipped", "object=certificate", "CKR_FUNCTION_FAILED"})) << agent_->Log();
+}
+
 }  // namespace
 }  // namespace smime
