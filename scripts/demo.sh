@@ -3,7 +3,8 @@
 # smime-agent on its embedded default (a SoftHSM store, no hardware; here in
 # a throwaway directory so the demo repeats cleanly), and walks one key
 # through its life with smimectl: make it on the token, request and import a
-# certificate, sign and encrypt a message, and check everything with openssl.
+# certificate, sign and encrypt a message, publish the certificate's DNS
+# records, and check everything with openssl.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 scripts/install-deps.sh
@@ -51,6 +52,13 @@ echo "== encrypted to the certificate (ECDH, AES-256-GCM), opened by the agent w
 "$ctl" encrypt --to "$work/demo.pem" --cipher aes256-gcm --in "$work/mail.eml" --out "$work/enc.eml"
 "$ctl" decrypt --in "$work/enc.eml" --out "$work/opened.eml"
 grep -q "Hello from smime-agent." "$work/opened.eml" && echo "decrypted: Hello from smime-agent."
+
+echo "== signed, then encrypted; decrypted and verified by the agent in one call"
+"$ctl" encrypt --to "$work/demo.pem" --sign-with demo@example.com --in "$work/mail.eml" --out "$work/both.eml"
+"$ctl" decrypt --verify --ca "$work/ca.pem" --in "$work/both.eml" --out "$work/both-opened.eml"
+
+echo "== what a domain owner publishes so others can encrypt to demo@example.com"
+"$ctl" publish --key demo@example.com
 
 echo "== the audit log (one line per private-key operation)"
 cut -c1-160 "$work/audit.log"
