@@ -18,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "client/client.h"
+#include "client/lifecycle_client.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/test_env.h"
 
@@ -170,6 +171,7 @@ bool CleanAnswer(const absl::Status& st) {
     case absl::StatusCode::kFailedPrecondition:
     case absl::StatusCode::kPermissionDenied:
     case absl::StatusCode::kUnimplemented:
+    case absl::StatusCode::kAlreadyExists:
       return !st.ok() ? !st.message().empty() : true;
     default:
       return false;
@@ -209,6 +211,64 @@ TEST_F(MalformedInputTest, DamagedMessagesGetCleanAnswersAndTheAgentServesOn) {
   auto s = client_->SignMessage(sign, kMessage);
   ASSERT_THAT(s.status(), IsOk());
   EXPECT_THAT(client_->VerifyMessage(verify, *s).status(), IsOk());
+}
+
+// The same for the files the lifecycle verbs read: certificates (PEM
+// bundle, DER) for import-cert and publish, PKCS#12 with and without a MAC
+// for import-p12.
+TEST_F(MalformedInputTest, DamagedCertificateAndPkcs12FilesGetCleanAnswers) {
+  auto lc = client::LifecycleClient::Connect(agent_->socket());
+  ASSERT_THAT(lc.status(), IsOk());
+  testing::TempDir tmp;
+  std::map<std::string, std::string> certs, p12s;
+  certs["bundle.pem"] = Cert("alice") + ReadFile(token_->Path("ca.pem"));
+  testing::CommandResult der =
+      testing::Openssl({"x509", "-in", token_->Path("certs/bob.pem"), "-outform", "DER", "-out", tmp.File("bob.der")});
+  ASSERT_EQ(der.exit_code, 0) << der.err;
+  certs["bob.der"] = ReadFile(tmp.File("bob.der"));
+  // A software key of someone else, so a damaged file that still parses
+  // cannot collide with the token's keys.
+  ASSERT_EQ(testing::Openssl({"req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                              "-keyout", tmp.File("p.key"), "-out", tmp.File("p.pem"), "-days", "30", "-subj",
+                              "/CN=P12", "-addext", "subjectAltName=email:p12@example.org", "-addext",
+                              "keyUsage=critical,digitalSignature,keyAgreement"})
+                .exit_code,
+            0);
+  for (auto [name, extra] : {std::pair<std::string, std::string>{"mac.p12", ""}, {"nomac.p12", "-nomac"}}) {
+    std::vector<std::string> args = {"pkcs12", "-export", "-inkey", tmp.File("p.key"), "-in", tmp.File("p.pem"),
+                                     "-passout", "pass:pw", "-out", tmp.File(name)};
+    if (!extra.empty()) args.push_back(extra);
+    ASSERT_EQ(testing::Openssl(args).exit_code, 0);
+    p12s[name] = ReadFile(tmp.File(name));
+  }
+  const int mutants = MutantsPerSeed();
+  uint32_t seed_no = 0;
+  int answers = 0;
+  for (const auto& [name, seed] : certs) {
+    std::mt19937 rng(0xce570000u + seed_no++);
+    for (int i = 0; i < mutants; ++i) {
+      auto [mutant, what] = Mutate(seed, rng);
+      absl::Status imp = (*lc)->ImportCertificates(mutant).status();
+      v1::DescribePublicationRequest pub;
+      pub.set_certificate(mutant);
+      absl::Status desc = (*lc)->DescribePublication(pub).status();
+      ASSERT_TRUE(CleanAnswer(imp)) << name << " " << what << ": import-cert said " << imp;
+      ASSERT_TRUE(CleanAnswer(desc)) << name << " " << what << ": publish said " << desc;
+      answers += 2;
+    }
+  }
+  for (const auto& [name, seed] : p12s) {
+    std::mt19937 rng(0x9120000u + seed_no++);
+    for (int i = 0; i < mutants; ++i) {
+      auto [mutant, what] = Mutate(seed, rng);
+      absl::Status imp = (*lc)->ImportPkcs12(mutant, "pw").status();
+      ASSERT_TRUE(CleanAnswer(imp)) << name << " " << what << ": import-p12 said " << imp;
+      ++answers;
+    }
+  }
+  ASSERT_TRUE(agent_->Running()) << agent_->Log();
+  EXPECT_EQ(answers, mutants * 6);
+  EXPECT_THAT(client_->ListKeys().status(), IsOk());
 }
 
 // Found by the test above: a From header that is not UTF-8 went into the
