@@ -1,14 +1,9 @@
 // smimectl: the command line for smime-agent. Moves bytes between files and
 // the agent; never sees key material.
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
+#include <sys/types.h>
 
 #include <CLI/CLI.hpp>
-#include <cerrno>
 #include <cstdio>
-#include <cstring>
-#include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -19,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
+#include "client/cli_files.h"
 #include "client/client.h"
 #include "client/smimectl_lifecycle.h"
 #include "common/limits.h"
@@ -41,58 +37,12 @@ T Check(absl::StatusOr<T> v) {
 
 // Reads `path` whole; `what_limit` says what the limit is, for the error.
 std::string ReadInput(const std::string& path, size_t max_bytes, absl::string_view what_limit = "") {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) Die(absl::NotFoundError(absl::StrCat("cannot read ", path, ": ", std::strerror(errno))));
-  std::string data;
-  char buf[65536];
-  while (in.read(buf, sizeof(buf)) || in.gcount() > 0) {
-    data.append(buf, static_cast<size_t>(in.gcount()));
-    if (data.size() > max_bytes) {
-      Die(absl::InvalidArgumentError(
-          absl::StrCat(path, " is larger than ", HumanBytes(max_bytes), what_limit.empty() ? "" : ", ", what_limit)));
-    }
-  }
-  return data;
+  return Check(ReadFileLimited(path, max_bytes, what_limit));
 }
 
-// Writes `data` to `path` ("-" or empty: stdout) through a temporary file
-// renamed into place, so a failed verb never leaves a partial --out.
+// Writes `data` to `path` ("-" or empty: stdout), all or nothing.
 void WriteOutput(const std::string& path, const std::string& data, mode_t mode = 0644) {
-  if (path.empty() || path == "-") {
-    std::cout.write(data.data(), static_cast<std::streamsize>(data.size()));
-    std::cout.flush();
-    return;
-  }
-  std::string tmp = absl::StrCat(path, ".tmp-", ::getpid());
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
-  if (fd < 0) Die(absl::FailedPreconditionError(absl::StrCat("cannot write ", path, ": ", std::strerror(errno))));
-  size_t off = 0;
-  while (off < data.size()) {
-    ssize_t n = ::write(fd, data.data() + off, data.size() - off);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      Die(absl::FailedPreconditionError(absl::StrCat("cannot write ", path, ": ", std::strerror(errno))));
-    }
-    off += static_cast<size_t>(n);
-  }
-  if (::close(fd) != 0 || ::rename(tmp.c_str(), path.c_str()) != 0) {
-    ::unlink(tmp.c_str());
-    Die(absl::FailedPreconditionError(absl::StrCat("cannot write ", path, ": ", std::strerror(errno))));
-  }
-}
-
-std::string Pem(absl::string_view type, absl::string_view der) {
-  std::string b64 = absl::Base64Escape(der);
-  std::string out = absl::StrCat("-----BEGIN ", type, "-----\n");
-  for (size_t i = 0; i < b64.size(); i += 64) absl::StrAppend(&out, b64.substr(i, 64), "\n");
-  absl::StrAppend(&out, "-----END ", type, "-----\n");
-  return out;
-}
-
-std::string Rfc3339(int64_t unix_seconds) {
-  return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::FromUnixSeconds(unix_seconds), absl::UTCTimeZone());
+  if (absl::Status st = WriteFileAtomically(path, data, mode); !st.ok()) Die(st);
 }
 
 std::string Hex(absl::string_view bytes) { return absl::BytesToHexString(bytes); }

@@ -1,18 +1,14 @@
 #include "client/smimectl_lifecycle.h"
 
-#include <fcntl.h>
 #include <openssl/crypto.h>
-#include <unistd.h>
 
-#include <cerrno>
-#include <cstring>
-#include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "client/cli_files.h"
 #include "client/client.h"
 #include "client/lifecycle_client.h"
 #include "common/secret_file.h"
@@ -24,43 +20,6 @@ namespace {
 // Files given to import-cert and publish hold certificates: small.
 constexpr size_t kMaxCertificateFileBytes = size_t{1} << 20;
 
-absl::StatusOr<std::string> ReadFile(const std::string& path, size_t max_bytes) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path, ": ", std::strerror(errno)));
-  std::string data;
-  char buf[65536];
-  while (in.read(buf, sizeof(buf)) || in.gcount() > 0) {
-    data.append(buf, static_cast<size_t>(in.gcount()));
-    if (data.size() > max_bytes) {
-      return absl::InvalidArgumentError(absl::StrCat(path, " is larger than ", max_bytes, " bytes"));
-    }
-  }
-  return data;
-}
-
-// Writes through a temporary file renamed into place ("-": stdout).
-absl::Status WriteFile(const std::string& path, const std::string& data) {
-  if (path == "-") {
-    std::cout.write(data.data(), static_cast<std::streamsize>(data.size()));
-    std::cout.flush();
-    return absl::OkStatus();
-  }
-  std::string tmp = absl::StrCat(path, ".tmp-", ::getpid());
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-  bool ok = fd >= 0;
-  for (size_t off = 0; ok && off < data.size();) {
-    ssize_t n = ::write(fd, data.data() + off, data.size() - off);
-    if (n < 0 && errno == EINTR) continue;
-    ok = n > 0;
-    if (ok) off += static_cast<size_t>(n);
-  }
-  if (fd >= 0 && ::close(fd) != 0) ok = false;
-  if (ok && ::rename(tmp.c_str(), path.c_str()) == 0) return absl::OkStatus();
-  std::string err = std::strerror(errno);
-  ::unlink(tmp.c_str());
-  return absl::FailedPreconditionError(absl::StrCat("cannot write ", path, ": ", err));
-}
-
 // A password file, read by the rules the agent applies to PIN files
 // (common/secret_file.h). The caller wipes the result.
 absl::StatusOr<std::string> ReadPasswordFile(const std::string& path) {
@@ -68,18 +27,6 @@ absl::StatusOr<std::string> ReadPasswordFile(const std::string& path) {
   RETURN_IF_ERROR(ReadSecretFile(path, "password file", "a password",
                                  [&](const char* data, size_t size) { out.assign(data, size); }));
   return out;
-}
-
-std::string Pem(absl::string_view type, absl::string_view der) {
-  std::string b64 = absl::Base64Escape(der);
-  std::string out = absl::StrCat("-----BEGIN ", type, "-----\n");
-  for (size_t i = 0; i < b64.size(); i += 64) absl::StrAppend(&out, b64.substr(i, 64), "\n");
-  absl::StrAppend(&out, "-----END ", type, "-----\n");
-  return out;
-}
-
-std::string Rfc3339(int64_t unix_seconds) {
-  return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::FromUnixSeconds(unix_seconds), absl::UTCTimeZone());
 }
 
 const char* RoleName(v1::CertificateRole role) {
@@ -230,14 +177,14 @@ int LifecycleCommands::Run(const std::string& socket_path, absl::Duration timeou
     if (csr_->parsed()) {
       auto resp = (*client)->CreateCsr(TextSelector(key_), subject_, emails_);
       if (!resp.ok()) return resp.status();
-      if (absl::Status st = WriteFile(out_, der_ ? resp->csr_der() : Pem("CERTIFICATE REQUEST", resp->csr_der()));
+      if (absl::Status st = WriteFileAtomically(out_, der_ ? resp->csr_der() : Pem("CERTIFICATE REQUEST", resp->csr_der()));
           !st.ok()) {
         return st;
       }
       std::cerr << "smimectl: request for key \"" << resp->key().label() << "\" (id "
                 << absl::BytesToHexString(resp->key().id()) << ") signed on the token\n";
     } else if (import_->parsed()) {
-      auto data = ReadFile(in_, kMaxCertificateFileBytes);
+      auto data = ReadFileLimited(in_, kMaxCertificateFileBytes);
       if (!data.ok()) return data.status();
       auto resp = (*client)->ImportCertificates(*data);
       if (!resp.ok()) return resp.status();
@@ -252,7 +199,7 @@ int LifecycleCommands::Run(const std::string& socket_path, absl::Duration timeou
         for (const auto& c : resp->certificates()) PrintImported(c);
       }
     } else if (import_p12_->parsed()) {
-      auto data = ReadFile(in_, kMaxCertificateFileBytes);
+      auto data = ReadFileLimited(in_, kMaxCertificateFileBytes);
       if (!data.ok()) return data.status();
       auto password = ReadPasswordFile(password_file_);
       if (!password.ok()) return password.status();
@@ -315,7 +262,7 @@ int LifecycleCommands::Run(const std::string& socket_path, absl::Duration timeou
     } else if (publish_->parsed()) {
       v1::DescribePublicationRequest req;
       if (!cert_.empty()) {
-        auto data = ReadFile(cert_, kMaxCertificateFileBytes);
+        auto data = ReadFileLimited(cert_, kMaxCertificateFileBytes);
         if (!data.ok()) return data.status();
         req.set_certificate(*data);
       } else {
