@@ -1,7 +1,5 @@
 #include "client/client.h"
 
-#include <sys/stat.h>
-
 #include <chrono>
 #include <cstdlib>
 #include <thread>
@@ -10,9 +8,8 @@
 #include "absl/strings/str_cat.h"
 #include "common/limits.h"
 #include "common/paths.h"
+#include "common/status_macros.h"
 #include "grpc/health/v1/health.grpc.pb.h"
-#include "grpcpp/create_channel.h"
-#include "grpcpp/security/credentials.h"
 
 namespace smime::client {
 
@@ -31,50 +28,14 @@ v1::KeySelector TextSelector(absl::string_view text) {
 
 absl::StatusOr<std::unique_ptr<AgentClient>> AgentClient::Connect(const std::string& socket_path,
                                                                   absl::Duration timeout) {
-  struct stat st;
-  if (::stat(socket_path.c_str(), &st) != 0 || !S_ISSOCK(st.st_mode)) {
-    return absl::UnavailableError(absl::StrCat(
-        "no agent socket at ", socket_path, "; start smime-agent or pass --socket / set ",
-        kSocketEnv));
-  }
-  grpc::ChannelArguments args;
-  args.SetMaxReceiveMessageSize(-1);
-  auto channel = grpc::CreateCustomChannel(absl::StrCat("unix:", socket_path),
-                                           grpc::InsecureChannelCredentials(), args);
-  return std::unique_ptr<AgentClient>(new AgentClient(socket_path, std::move(channel), timeout));
+  ASSIGN_OR_RETURN(AgentChannel conn, AgentChannel::Open(socket_path, timeout));
+  return std::unique_ptr<AgentClient>(new AgentClient(std::move(conn)));
 }
 
-AgentClient::AgentClient(std::string socket_path, std::shared_ptr<grpc::Channel> channel,
-                         absl::Duration timeout)
-    : socket_path_(std::move(socket_path)), channel_(std::move(channel)),
-      stub_(v1::Agent::NewStub(channel_)), timeout_(timeout) {}
-
-void AgentClient::Prepare(grpc::ClientContext* ctx) const {
-  ctx->set_deadline(std::chrono::system_clock::now() + absl::ToChronoMilliseconds(timeout_));
-}
-
-absl::Status AgentClient::Convert(const grpc::Status& status) const {
-  if (status.ok()) return absl::OkStatus();
-  auto code = static_cast<absl::StatusCode>(static_cast<int>(status.error_code()));
-  if (status.error_code() == grpc::StatusCode::UNAVAILABLE) {
-    // With the connection up, the agent itself said so (e.g. its token was
-    // removed): its message is the one to show.
-    if (channel_->GetState(false) == GRPC_CHANNEL_READY) return absl::UnavailableError(status.error_message());
-    return absl::UnavailableError(absl::StrCat("the agent at ", socket_path_,
-                                               " is not answering (", status.error_message(), ")"));
-  }
-  if (status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED &&
-      absl::StrContains(status.error_message(), "larger than max")) {
-    // gRPC's own per-message limit, not one of the agent's messages.
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "a request is larger than the agent accepts in one message (its --max-request-bytes): ",
-        status.error_message()));
-  }
-  return absl::Status(code, status.error_message());
-}
+AgentClient::AgentClient(AgentChannel conn) : conn_(std::move(conn)), stub_(v1::Agent::NewStub(conn_.channel())) {}
 
 absl::Status AgentClient::WaitReady(absl::Duration timeout) {
-  auto health = grpc::health::v1::Health::NewStub(channel_);
+  auto health = grpc::health::v1::Health::NewStub(conn_.channel());
   absl::Time deadline = absl::Now() + timeout;
   grpc::Status last;
   while (absl::Now() < deadline) {
@@ -89,36 +50,36 @@ absl::Status AgentClient::WaitReady(absl::Duration timeout) {
     }
     absl::SleepFor(absl::Milliseconds(20));
   }
-  return absl::DeadlineExceededError(absl::StrCat("the agent at ", socket_path_,
+  return absl::DeadlineExceededError(absl::StrCat("the agent at ", conn_.socket_path(),
                                                   " did not become ready in time"));
 }
 
 absl::StatusOr<std::vector<v1::KeyInfo>> AgentClient::ListKeys() {
   grpc::ClientContext ctx;
-  Prepare(&ctx);
+  conn_.Prepare(&ctx);
   v1::ListKeysRequest req;
   v1::ListKeysResponse resp;
-  if (absl::Status st = Convert(stub_->ListKeys(&ctx, req, &resp)); !st.ok()) return st;
+  if (absl::Status st = conn_.Convert(stub_->ListKeys(&ctx, req, &resp)); !st.ok()) return st;
   return std::vector<v1::KeyInfo>(resp.keys().begin(), resp.keys().end());
 }
 
 absl::StatusOr<v1::GetCertificateResponse> AgentClient::GetCertificate(const v1::KeySelector& key) {
   grpc::ClientContext ctx;
-  Prepare(&ctx);
+  conn_.Prepare(&ctx);
   v1::GetCertificateRequest req;
   *req.mutable_key() = key;
   v1::GetCertificateResponse resp;
-  if (absl::Status st = Convert(stub_->GetCertificate(&ctx, req, &resp)); !st.ok()) return st;
+  if (absl::Status st = conn_.Convert(stub_->GetCertificate(&ctx, req, &resp)); !st.ok()) return st;
   return resp;
 }
 
 absl::StatusOr<v1::GetPublicKeyResponse> AgentClient::GetPublicKey(const v1::KeySelector& key) {
   grpc::ClientContext ctx;
-  Prepare(&ctx);
+  conn_.Prepare(&ctx);
   v1::GetPublicKeyRequest req;
   *req.mutable_key() = key;
   v1::GetPublicKeyResponse resp;
-  if (absl::Status st = Convert(stub_->GetPublicKey(&ctx, req, &resp)); !st.ok()) return st;
+  if (absl::Status st = conn_.Convert(stub_->GetPublicKey(&ctx, req, &resp)); !st.ok()) return st;
   return resp;
 }
 
@@ -126,13 +87,13 @@ absl::StatusOr<std::string> AgentClient::SignDigest(const v1::KeySelector& key,
                                                     v1::SignatureAlgorithm algorithm,
                                                     absl::string_view digest) {
   grpc::ClientContext ctx;
-  Prepare(&ctx);
+  conn_.Prepare(&ctx);
   v1::SignDigestRequest req;
   *req.mutable_key() = key;
   req.set_algorithm(algorithm);
   req.set_digest(std::string(digest));
   v1::SignDigestResponse resp;
-  if (absl::Status st = Convert(stub_->SignDigest(&ctx, req, &resp)); !st.ok()) return st;
+  if (absl::Status st = conn_.Convert(stub_->SignDigest(&ctx, req, &resp)); !st.ok()) return st;
   return std::move(*resp.mutable_signature());
 }
 
@@ -140,24 +101,24 @@ absl::StatusOr<std::string> AgentClient::DecryptKey(const v1::KeySelector& key,
                                                     v1::DecryptPadding padding,
                                                     absl::string_view ciphertext) {
   grpc::ClientContext ctx;
-  Prepare(&ctx);
+  conn_.Prepare(&ctx);
   v1::DecryptKeyRequest req;
   *req.mutable_key() = key;
   req.set_padding(padding);
   req.set_ciphertext(std::string(ciphertext));
   v1::DecryptKeyResponse resp;
-  if (absl::Status st = Convert(stub_->DecryptKey(&ctx, req, &resp)); !st.ok()) return st;
+  if (absl::Status st = conn_.Convert(stub_->DecryptKey(&ctx, req, &resp)); !st.ok()) return st;
   return std::move(*resp.mutable_plaintext());
 }
 
 absl::StatusOr<v1::KeyInfo> AgentClient::GenerateKey(v1::KeyType type, absl::string_view label) {
   grpc::ClientContext ctx;
-  Prepare(&ctx);
+  conn_.Prepare(&ctx);
   v1::GenerateKeyRequest req;
   req.set_type(type);
   req.set_label(std::string(label));
   v1::GenerateKeyResponse resp;
-  if (absl::Status st = Convert(stub_->GenerateKey(&ctx, req, &resp)); !st.ok()) return st;
+  if (absl::Status st = conn_.Convert(stub_->GenerateKey(&ctx, req, &resp)); !st.ok()) return st;
   return std::move(*resp.mutable_key());
 }
 
@@ -198,13 +159,13 @@ grpc::Status Exchange(grpc::ClientReaderWriter<Req, Resp>* rw, const Req& first,
 
 absl::StatusOr<std::string> AgentClient::SignMessage(const v1::SignOptions& options, absl::string_view message) {
   grpc::ClientContext ctx;
-  Prepare(&ctx);
+  conn_.Prepare(&ctx);
   auto rw = stub_->Sign(&ctx);
   v1::SignRequest first;
   *first.mutable_options() = options;
   std::string out;
   grpc::Status st = Exchange(rw.get(), first, message, "", [&](const v1::SignResponse& r) { out += r.data(); });
-  if (absl::Status s = Convert(st); !s.ok()) return s;
+  if (absl::Status s = conn_.Convert(st); !s.ok()) return s;
   return out;
 }
 
@@ -212,7 +173,7 @@ absl::StatusOr<AgentClient::Verified> AgentClient::VerifyMessage(const v1::Verif
                                                                  absl::string_view message,
                                                                  absl::string_view detached_content) {
   grpc::ClientContext ctx;
-  Prepare(&ctx);
+  conn_.Prepare(&ctx);
   auto rw = stub_->Verify(&ctx);
   v1::VerifyRequest first;
   *first.mutable_options() = options;
@@ -221,27 +182,27 @@ absl::StatusOr<AgentClient::Verified> AgentClient::VerifyMessage(const v1::Verif
     if (r.has_result()) out.result = r.result();
     out.content += r.data();
   });
-  if (absl::Status s = Convert(st); !s.ok()) return s;
+  if (absl::Status s = conn_.Convert(st); !s.ok()) return s;
   return out;
 }
 
 absl::StatusOr<std::string> AgentClient::EncryptMessage(const v1::EncryptOptions& options,
                                                         absl::string_view message) {
   grpc::ClientContext ctx;
-  Prepare(&ctx);
+  conn_.Prepare(&ctx);
   auto rw = stub_->Encrypt(&ctx);
   v1::EncryptRequest first;
   *first.mutable_options() = options;
   std::string out;
   grpc::Status st = Exchange(rw.get(), first, message, "", [&](const v1::EncryptResponse& r) { out += r.data(); });
-  if (absl::Status s = Convert(st); !s.ok()) return s;
+  if (absl::Status s = conn_.Convert(st); !s.ok()) return s;
   return out;
 }
 
 absl::StatusOr<AgentClient::Decrypted> AgentClient::DecryptMessage(absl::string_view message,
                                                                    const v1::DecryptOptions& options) {
   grpc::ClientContext ctx;
-  Prepare(&ctx);
+  conn_.Prepare(&ctx);
   auto rw = stub_->Decrypt(&ctx);
   v1::DecryptRequest first;
   *first.mutable_options() = options;
@@ -250,7 +211,7 @@ absl::StatusOr<AgentClient::Decrypted> AgentClient::DecryptMessage(absl::string_
     if (r.has_result()) out.result = r.result();
     out.content += r.data();
   });
-  if (absl::Status s = Convert(st); !s.ok()) return s;
+  if (absl::Status s = conn_.Convert(st); !s.ok()) return s;
   return out;
 }
 

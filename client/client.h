@@ -10,6 +10,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "client/agent_channel.h"
 #include "smime/agent/v1/agent.grpc.pb.h"
 
 namespace smime::client {
@@ -66,17 +67,13 @@ class AgentClient {
   absl::StatusOr<Decrypted> DecryptMessage(absl::string_view message,
                                            const v1::DecryptOptions& options = {});
 
-  const std::string& socket_path() const { return socket_path_; }
+  const std::string& socket_path() const { return conn_.socket_path(); }
 
  private:
-  AgentClient(std::string socket_path, std::shared_ptr<grpc::Channel> channel, absl::Duration timeout);
-  void Prepare(grpc::ClientContext* ctx) const;
-  absl::Status Convert(const grpc::Status& status) const;
+  explicit AgentClient(AgentChannel conn);
 
-  std::string socket_path_;
-  std::shared_ptr<grpc::Channel> channel_;
+  AgentChannel conn_;
   std::unique_ptr<v1::Agent::Stub> stub_;
-  absl::Duration timeout_;
 };
 
 }  // namespace smime::client

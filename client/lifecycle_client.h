@@ -11,6 +11,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "client/agent_channel.h"
 #include "smime/agent/v1/lifecycle.grpc.pb.h"
 
 namespace smime::client {
@@ -40,14 +41,10 @@ class LifecycleClient {
   absl::StatusOr<v1::DescribePublicationResponse> DescribePublication(const v1::DescribePublicationRequest& req);
 
  private:
-  LifecycleClient(std::string socket_path, std::shared_ptr<grpc::Channel> channel, absl::Duration timeout);
-  void Prepare(grpc::ClientContext* ctx) const;
-  absl::Status Convert(const grpc::Status& status) const;
+  explicit LifecycleClient(AgentChannel conn);
 
-  std::string socket_path_;
-  std::shared_ptr<grpc::Channel> channel_;
+  AgentChannel conn_;
   std::unique_ptr<v1::Lifecycle::Stub> stub_;
-  absl::Duration timeout_;
 };
 
 }  // namespace smime::client
