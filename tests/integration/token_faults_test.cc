@@ -131,6 +131,13 @@ TEST_F(TokenFaultsTest, RemovedTokenFailsClearlyAndSignsAgainOnceReinserted) {
   std::string ct = testing::RsaEncrypt(ReadFile(token_.Path("pub/carol.pem")), "content key", testing::Padding::kPkcs1);
   EXPECT_THAT(client_->DecryptKey(client::TextSelector("carol"), v1::DECRYPT_PADDING_RSA_PKCS1, ct).status(),
               TokenRemoved());
+  // The lifecycle verbs say the same through smimectl, with nothing written.
+  testing::TempDir tmp;
+  testing::CommandResult csr = agent_->Smimectl(
+      {"csr", "--key", "alice", "--subject", "/CN=Alice", "--email", "alice@example.com", "--out", tmp.File("req")});
+  EXPECT_EQ(csr.exit_code, 1);
+  EXPECT_THAT(csr.err, ::testing::StartsWith("smimectl: token \"faults\" was removed"));
+  EXPECT_NE(::access(tmp.File("req").c_str(), F_OK), 0);
   // The agent keeps serving: health, and the key list it holds.
   EXPECT_TRUE(agent_->Running());
   EXPECT_THAT(client_->WaitReady(absl::Seconds(5)), IsOk());
