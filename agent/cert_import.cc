@@ -139,6 +139,30 @@ std::string KeyBitsSha1(X509* cert) {
   return std::string(reinterpret_cast<char*>(md), len);
 }
 
+// The token key whose public key `cert` carries, if any.
+std::shared_ptr<const tokens::Key> OwnerOf(X509* cert, const tokens::KeyList& keys) {
+  std::shared_ptr<const tokens::Key> owner;
+  for (const auto& k : keys) {
+    if (k->public_key() != nullptr && EVP_PKEY_eq(k->public_key(), X509_get0_pubkey(cert)) == 1) owner = k;
+  }
+  ClearSslErrors();
+  return owner;
+}
+
+// How a certificate that no token key owns is stored: a CA certificate as
+// a chain certificate, anyone else's as a correspondent's; CKA_ID the SHA-1
+// of its public key bits; label its first email (not a CA), else its CN,
+// else its subject. Sets `imp`'s role, id and label.
+tokens::CertificateToStore PlaceForeign(ImportedCertificate& imp, const tokens::CertificateSummary& s) {
+  X509* cert = imp.cert.get();
+  imp.role = s.is_ca ? ImportedCertificate::Role::kChain : ImportedCertificate::Role::kCorrespondent;
+  imp.id = KeyBitsSha1(cert);
+  imp.label = (!s.is_ca && !s.emails.empty()) ? s.emails.front() : CommonName(cert);
+  if (imp.label.empty()) imp.label = s.subject;
+  return {imp.cert, imp.id, imp.label,
+          s.is_ca ? tokens::CertificateCategory::kAuthority : tokens::CertificateCategory::kOtherEntity};
+}
+
 }  // namespace
 
 absl::StatusOr<std::vector<CertPtr>> ParseCertificateFile(absl::string_view data) {
@@ -179,30 +203,17 @@ absl::StatusOr<std::vector<ImportedCertificate>> CertificateImporter::Import(abs
     ImportedCertificate imp;
     imp.cert = certs[i];
     imp.warnings = std::move(verdict->warnings);
-    tokens::CertificateCategory category;
-    std::shared_ptr<const tokens::Key> owner;
-    if (!s.is_ca) {
-      for (const auto& k : *keys) {
-        if (k->public_key() != nullptr && EVP_PKEY_eq(k->public_key(), X509_get0_pubkey(cert)) == 1) owner = k;
-      }
-      ClearSslErrors();
-    }
+    std::shared_ptr<const tokens::Key> owner = s.is_ca ? nullptr : OwnerOf(cert, *keys);
     if (owner) {
       // The key's certificate: same CKA_ID, and the key's label, so tools
       // that pair by either find it.
       imp.role = ImportedCertificate::Role::kKey;
       imp.id = owner->id();
       imp.label = owner->label();
-      category = tokens::CertificateCategory::kTokenUser;
+      store.push_back({certs[i], imp.id, imp.label, tokens::CertificateCategory::kTokenUser});
     } else {
-      imp.role = s.is_ca ? ImportedCertificate::Role::kChain : ImportedCertificate::Role::kCorrespondent;
-      imp.id = KeyBitsSha1(cert);
-      imp.label = CommonName(cert);
-      if (!s.is_ca && !s.emails.empty()) imp.label = s.emails.front();
-      if (imp.label.empty()) imp.label = s.subject;
-      category = s.is_ca ? tokens::CertificateCategory::kAuthority : tokens::CertificateCategory::kOtherEntity;
+      store.push_back(PlaceForeign(imp, s));
     }
-    store.push_back({certs[i], imp.id, imp.label, category});
     out.push_back(std::move(imp));
   }
   ASSIGN_OR_RETURN(std::vector<bool> created, token_->StoreCertificates(store, deadline));
@@ -215,6 +226,36 @@ absl::StatusOr<std::vector<ImportedCertificate>> CertificateImporter::Import(abs
     }
   }
   return out;
+}
+
+absl::StatusOr<std::vector<ImportedCertificate>> CertificateImporter::RememberContacts(
+    const std::vector<CertPtr>& certs, absl::Time now, absl::Time deadline) {
+  absl::MutexLock lock(&mu_);
+  std::shared_ptr<const tokens::KeyList> keys = token_->Keys();
+  std::vector<ImportedCertificate> out;
+  std::vector<tokens::CertificateToStore> store;
+  for (const CertPtr& cert : certs) {
+    tokens::CertificateSummary s = tokens::Summarize(cert.get());
+    if (s.is_ca || s.emails.empty() || OwnerOf(cert.get(), *keys)) continue;
+    bool conforms = CheckCertificatePolicy(cert.get(), CertUse::kImport, now).ok();
+    ClearSslErrors();
+    if (!conforms) continue;
+    ImportedCertificate imp;
+    imp.cert = cert;
+    tokens::CertificateToStore entry = PlaceForeign(imp, s);
+    if (imp.id.empty()) continue;
+    store.push_back(std::move(entry));
+    out.push_back(std::move(imp));
+  }
+  if (store.empty()) return out;
+  ASSIGN_OR_RETURN(std::vector<bool> created, token_->StoreCertificates(store, deadline));
+  std::vector<ImportedCertificate> stored;
+  for (size_t i = 0; i < out.size() && i < created.size(); ++i) {
+    if (!created[i]) continue;
+    out[i].created = true;
+    stored.push_back(std::move(out[i]));
+  }
+  return stored;
 }
 
 }  // namespace smime::agent
@@ -402,24 +443,17 @@ absl::StatusOr<ImportedPkcs12> CertificateImporter::ImportPkcs12(absl::string_vi
                           absl::StrCat(i == 0 ? "the key's certificate" : "a chain certificate",
                                        " in the PKCS#12 file: ", verdict.status().message()));
     }
-    tokens::CertificateSummary s = tokens::Summarize(cert);
     ImportedCertificate imp;
     imp.cert = certs[i];
     imp.warnings = std::move(verdict->warnings);
-    tokens::CertificateCategory category;
     if (i == 0) {
       imp.role = ImportedCertificate::Role::kKey;
       imp.id = key_id;
       imp.label = label;
-      category = tokens::CertificateCategory::kTokenUser;
+      store.push_back({certs[i], imp.id, imp.label, tokens::CertificateCategory::kTokenUser});
     } else {
-      imp.role = s.is_ca ? ImportedCertificate::Role::kChain : ImportedCertificate::Role::kCorrespondent;
-      imp.id = KeyBitsSha1(cert);
-      imp.label = (!s.is_ca && !s.emails.empty()) ? s.emails.front() : CommonName(cert);
-      if (imp.label.empty()) imp.label = s.subject;
-      category = s.is_ca ? tokens::CertificateCategory::kAuthority : tokens::CertificateCategory::kOtherEntity;
+      store.push_back(PlaceForeign(imp, tokens::Summarize(cert)));
     }
-    store.push_back({certs[i], imp.id, imp.label, category});
     out.push_back(std::move(imp));
   }
   absl::MutexLock lock(&mu_);

@@ -71,6 +71,14 @@ class CertificateImporter {
   absl::StatusOr<ImportedPkcs12> ImportPkcs12(absl::string_view data, const tokens::SecretBuffer& password,
                                               absl::Time now, absl::Time deadline);
 
+  // Stores `certs` (signers whose signature and chain verified) as
+  // correspondent certificates, the way Import stores one: those that are
+  // not CA certificates, carry an email, belong to no token key and pass
+  // the policy; the others are left out, not refused. Returns the ones
+  // newly written (a certificate already on the token is not).
+  absl::StatusOr<std::vector<ImportedCertificate>> RememberContacts(const std::vector<std::shared_ptr<X509>>& certs,
+                                                                    absl::Time now, absl::Time deadline);
+
  private:
   tokens::Token* token_;
   // One import at a time: "already on the token?" and the write are one step.

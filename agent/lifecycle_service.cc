@@ -61,9 +61,9 @@ void ToProto(const DnsRecord& r, v1::DnsRecord* out) {
 
 }  // namespace
 
-LifecycleService::LifecycleService(tokens::Token* token, const PeerRegistry* peers, const AuditLog* audit,
-                                   absl::Duration default_deadline)
-    : token_(token), importer_(token), gate_(token, peers, audit, default_deadline, "lc") {}
+LifecycleService::LifecycleService(tokens::Token* token, CertificateImporter* importer, const PeerRegistry* peers,
+                                   const AuditLog* audit, absl::Duration default_deadline)
+    : token_(token), importer_(importer), gate_(token, peers, audit, default_deadline, "lc") {}
 
 grpc::Status LifecycleService::CreateCsr(grpc::ServerContext* ctx, const v1::CreateCsrRequest* req,
                                          v1::CreateCsrResponse* resp) {
@@ -86,7 +86,7 @@ grpc::Status LifecycleService::ImportCertificates(grpc::ServerContext* ctx,
   return gate_.Audited(*ctx, "import_certificates", "-", [&](AuditRecord& audit) -> absl::Status {
     audit.set_mechanism("x509");
     ASSIGN_OR_RETURN(std::vector<ImportedCertificate> imported,
-                     importer_.Import(req->certificates(), absl::Now(), gate_.Deadline(*ctx)));
+                     importer_->Import(req->certificates(), absl::Now(), gate_.Deadline(*ctx)));
     for (const ImportedCertificate& c : imported) {
       ToProto(c, token_->label(), resp->add_certificates());
       if (c.key) audit.set_key(c.key->uri());
@@ -107,7 +107,7 @@ grpc::Status LifecycleService::ImportPkcs12(grpc::ServerContext* ctx, const v1::
     OPENSSL_cleanse(sent->data(), sent->size());
     sent->clear();
     ASSIGN_OR_RETURN(ImportedPkcs12 imported,
-                     importer_.ImportPkcs12(req->pkcs12(), password, absl::Now(), gate_.Deadline(*ctx)));
+                     importer_->ImportPkcs12(req->pkcs12(), password, absl::Now(), gate_.Deadline(*ctx)));
     password.Wipe();
     audit.set_key(imported.key->uri());
     agent::ToProto(*imported.key, token_->label(), resp->mutable_key());

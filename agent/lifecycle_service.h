@@ -18,8 +18,8 @@ namespace smime::agent {
 
 class LifecycleService final : public v1::Lifecycle::Service {
  public:
-  LifecycleService(tokens::Token* token, const PeerRegistry* peers, const AuditLog* audit,
-                   absl::Duration default_deadline = absl::Seconds(30));
+  LifecycleService(tokens::Token* token, CertificateImporter* importer, const PeerRegistry* peers,
+                   const AuditLog* audit, absl::Duration default_deadline = absl::Seconds(30));
 
   grpc::Status CreateCsr(grpc::ServerContext* ctx, const v1::CreateCsrRequest* req,
                          v1::CreateCsrResponse* resp) override;
@@ -38,7 +38,7 @@ class LifecycleService final : public v1::Lifecycle::Service {
 
  private:
   tokens::Token* token_;
-  CertificateImporter importer_;
+  CertificateImporter* importer_;
   CallGate gate_;
 };
 

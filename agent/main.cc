@@ -184,8 +184,9 @@ int Run(int argc, char** argv) {
   PeerRegistry peers;
   ServiceOptions service_options;
   service_options.max_message_bytes = static_cast<size_t>(config.max_message_bytes);
-  AgentService service(token->get(), &peers, &audit, service_options);
-  LifecycleService lifecycle(token->get(), &peers, &audit);
+  CertificateImporter importer(token->get());
+  AgentService service(token->get(), &importer, &peers, &audit, service_options);
+  LifecycleService lifecycle(token->get(), &importer, &peers, &audit);
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
   builder.RegisterService(&service);

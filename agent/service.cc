@@ -6,20 +6,18 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
-#include "agent/cert_policy.h"
 #include "agent/convert.h"
 #include "agent/grpc_status.h"
 #include "common/log.h"
 #include "common/status_macros.h"
 #include "common/utf8.h"
 #include "tokens/certificate.h"
-#include "tokens/ossl.h"
 
 namespace smime::agent {
 
-AgentService::AgentService(tokens::Token* token, const PeerRegistry* peers, const AuditLog* audit,
-                           ServiceOptions options)
-    : token_(token), engine_(token), options_(options),
+AgentService::AgentService(tokens::Token* token, CertificateImporter* importer, const PeerRegistry* peers,
+                           const AuditLog* audit, ServiceOptions options)
+    : token_(token), importer_(importer), engine_(token), options_(options),
       gate_(token, peers, audit, options.default_deadline) {}
 
 absl::StatusOr<std::shared_ptr<X509>> ContactCertificate(const tokens::Token& token, absl::string_view email_in,
@@ -51,41 +49,22 @@ absl::StatusOr<std::shared_ptr<X509>> ContactCertificate(const tokens::Token& to
 }
 
 void AgentService::RememberSigners(const std::vector<SignerInfo>& signers, absl::Time deadline) {
-  std::vector<tokens::CertificateToStore> store;
-  auto keys = token_->Keys();
+  std::vector<CertPtr> certs;
   for (const SignerInfo& s : signers) {
-    if (!s.cert || s.emails.empty()) continue;
-    bool ours = false;
-    for (const auto& k : *keys) {
-      if (k->public_key() != nullptr && EVP_PKEY_eq(k->public_key(), X509_get0_pubkey(s.cert.get())) == 1) ours = true;
-    }
-    ClearSslErrors();
-    if (ours || !CheckCertificatePolicy(s.cert.get(), CertUse::kImport, absl::Now()).ok()) continue;
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int len = 0;
-    if (X509_pubkey_digest(s.cert.get(), EVP_sha1(), md, &len) != 1) {
-      ClearSslErrors();
-      continue;
-    }
-    store.push_back({s.cert, std::string(reinterpret_cast<char*>(md), len), s.emails.front(),
-                     tokens::CertificateCategory::kOtherEntity});
+    if (s.cert) certs.push_back(s.cert);
   }
-  if (store.empty()) return;
-  // Already there: skipped by StoreCertificates. A failure costs only the
-  // convenience: the verification itself stands.
-  auto created = token_->StoreCertificates(store, deadline);
-  if (!created.ok()) {
-    SMIME_LOG(kWarning, "contact_not_stored").Kv("reason", created.status().message());
+  // A failure costs only the convenience: the verification itself stands.
+  auto stored = importer_->RememberContacts(certs, absl::Now(), deadline);
+  if (!stored.ok()) {
+    SMIME_LOG(kWarning, "contact_not_stored").Kv("reason", stored.status().message());
     return;
   }
-  // A write to the token on a caller's behalf: one line per certificate
-  // that was new.
-  for (size_t i = 0; i < store.size() && i < created->size(); ++i) {
-    if (!(*created)[i]) continue;
+  // A write to the token on a caller's behalf: one line per new contact.
+  for (const ImportedCertificate& c : *stored) {
     SMIME_LOG(kInfo, "contact_stored")
         .Kv("token", token_->label())
-        .Kv("email", ToValidUtf8(store[i].label))
-        .Kv("subject", ToValidUtf8(tokens::Summarize(store[i].cert.get()).subject))
+        .Kv("email", ToValidUtf8(c.label))
+        .Kv("subject", ToValidUtf8(tokens::Summarize(c.cert.get()).subject))
         .Kv("source", "verified signature");
   }
 }

@@ -8,6 +8,7 @@
 
 #include "agent/audit.h"
 #include "agent/call_gate.h"
+#include "agent/cert_import.h"
 #include "agent/key_resolver.h"
 #include "agent/listener.h"
 #include "agent/smime_engine.h"
@@ -35,8 +36,10 @@ struct ServiceOptions {
 
 class AgentService final : public v1::Agent::Service {
  public:
-  AgentService(tokens::Token* token, const PeerRegistry* peers, const AuditLog* audit,
-               ServiceOptions options);
+  // `importer` stores the contacts verification learns; the Lifecycle
+  // service shares it, so imports and contacts are one step at a time.
+  AgentService(tokens::Token* token, CertificateImporter* importer, const PeerRegistry* peers,
+               const AuditLog* audit, ServiceOptions options);
 
   grpc::Status ListKeys(grpc::ServerContext* ctx, const v1::ListKeysRequest* req,
                         v1::ListKeysResponse* resp) override;
@@ -65,6 +68,7 @@ class AgentService final : public v1::Agent::Service {
   void RememberSigners(const std::vector<SignerInfo>& signers, absl::Time deadline);
 
   tokens::Token* token_;
+  CertificateImporter* importer_;
   SmimeEngine engine_;
   ServiceOptions options_;
   CallGate gate_;
