@@ -9,6 +9,7 @@
 #include <openssl/sha.h>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/log.h"
 #include "common/status_macros.h"
 #include "tokens/ckr_status.h"
@@ -37,8 +38,59 @@ std::string Der(const T* value, I2d i2d) {
 namespace smime::tokens::internal {
 namespace {
 
+// One C_GetAttributeValue round (lengths, then values) for `types`; absent
+// or sensitive attributes are missing from the map.
+absl::StatusOr<AttrMap> ReadAttributeBatch(Module& m, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE obj,
+                                           const std::vector<CK_ATTRIBUTE_TYPE>& types) {
+  std::vector<CK_ATTRIBUTE> attrs;
+  for (CK_ATTRIBUTE_TYPE t : types) attrs.push_back({t, nullptr, 0});
+  absl::Status st = P11_CALL(m, C_GetAttributeValue, s, obj, attrs.data(), attrs.size());
+  auto rv = CkrOf(st);
+  if (!st.ok() && rv != CKR_ATTRIBUTE_TYPE_INVALID && rv != CKR_ATTRIBUTE_SENSITIVE) return st;
+  std::vector<CK_ATTRIBUTE> wanted;
+  std::vector<std::string> buffers;
+  buffers.reserve(attrs.size());
+  for (const CK_ATTRIBUTE& a : attrs) {
+    if (a.ulValueLen == CK_UNAVAILABLE_INFORMATION) continue;
+    buffers.emplace_back(a.ulValueLen, '\0');
+    wanted.push_back({a.type, buffers.back().data(), a.ulValueLen});
+  }
+  AttrMap out;
+  if (wanted.empty()) return out;
+  RETURN_IF_ERROR(P11_CALL(m, C_GetAttributeValue, s, obj, wanted.data(), wanted.size()));
+  for (size_t i = 0; i < wanted.size(); ++i) {
+    if (wanted[i].ulValueLen == CK_UNAVAILABLE_INFORMATION) continue;
+    buffers[i].resize(wanted[i].ulValueLen);
+    out[wanted[i].type] = std::move(buffers[i]);
+  }
+  return out;
+}
 
 }  // namespace
+
+absl::StatusOr<AttrMap> ReadAttributes(Module& m, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE obj,
+                                       std::initializer_list<CK_ATTRIBUTE_TYPE> types) {
+  absl::StatusOr<AttrMap> batch = ReadAttributeBatch(m, s, obj, types);
+  if (batch.ok() || types.size() == 1 || StopsObjectReads(batch.status())) return batch;
+  CK_RV rv = *CkrOf(batch.status());
+  if (rv == CKR_BUFFER_TOO_SMALL || rv == CKR_OBJECT_HANDLE_INVALID) return batch;
+  AttrMap out;
+  std::vector<std::string> unreadable;
+  for (CK_ATTRIBUTE_TYPE t : types) {
+    absl::StatusOr<AttrMap> one = ReadAttributeBatch(m, s, obj, {t});
+    if (!one.ok() && StopsObjectReads(one.status())) return one.status();
+    if (one.ok()) {
+      out.merge(*one);
+    } else {
+      unreadable.push_back(absl::StrCat("0x", absl::Hex(t)));
+    }
+  }
+  if (unreadable.size() == types.size()) return batch;
+  SMIME_LOG(kWarning, "attributes_unreadable").Kv("handle", obj).Kv("attributes", absl::StrJoin(unreadable, ","))
+      .Kv("rv", CkrName(rv));
+  return out;
+}
+
 
 absl::StatusOr<std::vector<CK_OBJECT_HANDLE>> FindObjectsMatching(Module& m, CK_SESSION_HANDLE s,
                                                                   std::vector<CK_ATTRIBUTE> tmpl) {
@@ -65,24 +117,17 @@ absl::StatusOr<std::vector<std::string>> CertificateValues(Module& m, CK_SESSION
                                                             {CKA_CERTIFICATE_TYPE, &type, sizeof(type)}}));
   std::vector<std::string> out;
   for (CK_OBJECT_HANDLE h : handles) {
-    CK_ATTRIBUTE a = {CKA_VALUE, nullptr, 0};
-    absl::Status st = P11_CALL(m, C_GetAttributeValue, s, h, &a, 1);
-    std::string value;
-    if (st.ok() && a.ulValueLen != CK_UNAVAILABLE_INFORMATION) {
-      value.resize(a.ulValueLen);
-      a.pValue = value.data();
-      st = P11_CALL(m, C_GetAttributeValue, s, h, &a, 1);
-    }
-    if (!st.ok()) {
+    absl::StatusOr<AttrMap> a = ReadAttributes(m, s, h, {CKA_VALUE});
+    if (!a.ok()) {
       // One certificate the token will not read is left out of the
       // comparison; the token being gone stops it.
-      if (StopsObjectReads(st)) return st;
-      SMIME_LOG(kWarning, "object_skipped").Kv("object", "certificate").Kv("handle", h).Kv("reason", st.message());
+      if (StopsObjectReads(a.status())) return a.status();
+      SMIME_LOG(kWarning, "object_skipped").Kv("object", "certificate").Kv("handle", h)
+          .Kv("reason", a.status().message());
       continue;
     }
-    if (a.ulValueLen == CK_UNAVAILABLE_INFORMATION) continue;
-    value.resize(a.ulValueLen);
-    out.push_back(std::move(value));
+    auto value = a->find(CKA_VALUE);
+    if (value != a->end()) out.push_back(std::move(value->second));
   }
   return out;
 }

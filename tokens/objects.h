@@ -7,6 +7,8 @@
 #include <openssl/x509.h>
 #include <p11-kit/pkcs11.h>
 
+#include <initializer_list>
+#include <map>
 #include <memory>
 #include <string>
 #include <utility>
@@ -46,6 +48,18 @@ namespace internal {
 // of the uncompressed EC point, as GenerateKey reads them from the token and
 // KeyIdForPublicKey from a software key.
 std::string KeyIdFromPublicValue(absl::string_view modulus_or_point);
+
+// Attribute values by type.
+using AttrMap = std::map<CK_ATTRIBUTE_TYPE, std::string>;
+
+// Reads the attributes in `types` that the object has; absent or sensitive
+// ones are simply missing from the map. Some tokens fail a whole read with
+// CKR_FUNCTION_FAILED or CKR_GENERAL_ERROR for one attribute they dislike
+// (SoftHSM 2.6: CKA_END_DATE set on a private key), where PKCS#11 wants
+// CKR_ATTRIBUTE_TYPE_INVALID: then each attribute is read alone and those
+// that read are kept. Fails only when none does.
+absl::StatusOr<AttrMap> ReadAttributes(Module& m, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE obj,
+                                       std::initializer_list<CK_ATTRIBUTE_TYPE> types);
 
 // Every object matching `tmpl`; C_FindObjectsFinal runs whatever happens.
 absl::StatusOr<std::vector<CK_OBJECT_HANDLE>> FindObjectsMatching(Module& m, CK_SESSION_HANDLE s,

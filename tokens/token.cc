@@ -25,64 +25,8 @@
 namespace smime::tokens {
 namespace {
 
-using AttrMap = std::map<CK_ATTRIBUTE_TYPE, std::string>;
-
-// One C_GetAttributeValue round (lengths, then values) for `types`; absent
-// or sensitive attributes are missing from the map.
-absl::StatusOr<AttrMap> ReadAttributeBatch(Module& m, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE obj,
-                                           const std::vector<CK_ATTRIBUTE_TYPE>& types) {
-  std::vector<CK_ATTRIBUTE> attrs;
-  for (CK_ATTRIBUTE_TYPE t : types) attrs.push_back({t, nullptr, 0});
-  absl::Status st = P11_CALL(m, C_GetAttributeValue, s, obj, attrs.data(), attrs.size());
-  auto rv = CkrOf(st);
-  if (!st.ok() && rv != CKR_ATTRIBUTE_TYPE_INVALID && rv != CKR_ATTRIBUTE_SENSITIVE) return st;
-  std::vector<CK_ATTRIBUTE> wanted;
-  std::vector<std::string> buffers;
-  buffers.reserve(attrs.size());
-  for (const CK_ATTRIBUTE& a : attrs) {
-    if (a.ulValueLen == CK_UNAVAILABLE_INFORMATION) continue;
-    buffers.emplace_back(a.ulValueLen, '\0');
-    wanted.push_back({a.type, buffers.back().data(), a.ulValueLen});
-  }
-  AttrMap out;
-  if (wanted.empty()) return out;
-  RETURN_IF_ERROR(P11_CALL(m, C_GetAttributeValue, s, obj, wanted.data(), wanted.size()));
-  for (size_t i = 0; i < wanted.size(); ++i) {
-    if (wanted[i].ulValueLen == CK_UNAVAILABLE_INFORMATION) continue;
-    buffers[i].resize(wanted[i].ulValueLen);
-    out[wanted[i].type] = std::move(buffers[i]);
-  }
-  return out;
-}
-
-// Reads the attributes in `types` that the object has; absent or sensitive
-// ones are simply missing from the map. Some tokens fail a whole read with
-// CKR_FUNCTION_FAILED or CKR_GENERAL_ERROR for one attribute they dislike
-// (SoftHSM 2.6: CKA_END_DATE set on a private key), where PKCS#11 wants
-// CKR_ATTRIBUTE_TYPE_INVALID: then each attribute is read alone and those
-// that read are kept. Fails only when none does.
-absl::StatusOr<AttrMap> ReadAttributes(Module& m, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE obj,
-                                       std::initializer_list<CK_ATTRIBUTE_TYPE> types) {
-  absl::StatusOr<AttrMap> batch = ReadAttributeBatch(m, s, obj, types);
-  if (batch.ok() || types.size() == 1 || StopsObjectReads(batch.status())) return batch;
-  CK_RV rv = *CkrOf(batch.status());
-  if (rv == CKR_BUFFER_TOO_SMALL || rv == CKR_OBJECT_HANDLE_INVALID) return batch;
-  AttrMap out;
-  std::vector<std::string> unreadable;
-  for (CK_ATTRIBUTE_TYPE t : types) {
-    absl::StatusOr<AttrMap> one = ReadAttributeBatch(m, s, obj, {t});
-    if (!one.ok() && StopsObjectReads(one.status())) return one.status();
-    if (one.ok()) {
-      out.merge(*one);
-    } else {
-      unreadable.push_back(absl::StrCat("0x", absl::Hex(t)));
-    }
-  }
-  if (unreadable.size() == types.size()) return batch;
-  SMIME_LOG(kWarning, "attributes_unreadable").Kv("handle", obj).Kv("attributes", absl::StrJoin(unreadable, ","))
-      .Kv("rv", CkrName(rv));
-  return out;
-}
+using internal::AttrMap;
+using internal::ReadAttributes;
 
 // The objects of one class (the search itself is internal::FindObjectsMatching).
 absl::StatusOr<std::vector<CK_OBJECT_HANDLE>> FindObjects(Module& m, CK_SESSION_HANDLE s,
