@@ -14,12 +14,12 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/limits.h"
 #include "tokens/token.h"
 
 namespace smime::agent {
 
-// Largest certificate file accepted, and most certificates in one bundle.
-inline constexpr size_t kMaxCertificateFileBytes = size_t{1} << 20;
+// Most certificates in one bundle. (File size limits: common/limits.h.)
 inline constexpr size_t kMaxCertificatesPerFile = 64;
 
 // Parses `data` strictly: one DER certificate (nothing after it), or PEM
@@ -45,9 +45,6 @@ struct ImportedPkcs12 {
   // The key's certificate first, then the chain, as in the file.
   std::vector<ImportedCertificate> certificates;
 };
-
-// Largest PKCS#12 file accepted.
-inline constexpr size_t kMaxPkcs12FileBytes = size_t{1} << 20;
 
 class CertificateImporter {
  public:

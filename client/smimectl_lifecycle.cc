@@ -11,14 +11,12 @@
 #include "client/cli_files.h"
 #include "client/client.h"
 #include "client/lifecycle_client.h"
+#include "common/limits.h"
 #include "common/secret_file.h"
 #include "common/status_macros.h"
 
 namespace smime::client {
 namespace {
-
-// Files given to import-cert and publish hold certificates: small.
-constexpr size_t kMaxCertificateFileBytes = size_t{1} << 20;
 
 // A password file, read by the rules the agent applies to PIN files
 // (common/secret_file.h). The caller wipes the result.
@@ -199,7 +197,7 @@ int LifecycleCommands::Run(const std::string& socket_path, absl::Duration timeou
         for (const auto& c : resp->certificates()) PrintImported(c);
       }
     } else if (import_p12_->parsed()) {
-      auto data = ReadFileLimited(in_, kMaxCertificateFileBytes);
+      auto data = ReadFileLimited(in_, kMaxPkcs12FileBytes);
       if (!data.ok()) return data.status();
       auto password = ReadPasswordFile(password_file_);
       if (!password.ok()) return password.status();

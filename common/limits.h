@@ -30,6 +30,12 @@ constexpr size_t MaxEncodedBytes(size_t max_message_bytes) {
 inline constexpr size_t kStreamChunkBytes = size_t{64} << 10;
 inline constexpr size_t kMinRequestBytes = size_t{128} << 10;
 
+// Largest certificate file (import-cert, publish) and PKCS#12 file
+// (import-p12) accepted: smimectl refuses bigger files before sending them,
+// the agent refuses bigger requests.
+inline constexpr size_t kMaxCertificateFileBytes = size_t{1} << 20;
+inline constexpr size_t kMaxPkcs12FileBytes = size_t{1} << 20;
+
 // "64 MiB", "1.5 KiB", "100 bytes": a size as people read it in errors.
 inline std::string HumanBytes(size_t n) {
   if (n >= (size_t{1} << 20) && n % (size_t{1} << 20) == 0) return absl::StrCat(n >> 20, " MiB");
