@@ -7,7 +7,7 @@
 
 #include <cstdlib>
 
-#include "tests/agent/test_certs.h"
+#include "tests/engine/test_certs.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/test_env.h"
 #include "tokens/certificate.h"

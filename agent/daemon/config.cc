@@ -1,0 +1,90 @@
+#include "agent/daemon/config.h"
+
+#include <toml++/toml.h>
+
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "common/log.h"
+
+namespace smime::agent {
+namespace {
+
+template <typename T>
+absl::Status Read(const toml::table& t, const char* key, T* out) {
+  const toml::node* n = t.get(key);
+  if (n == nullptr) return absl::OkStatus();
+  std::optional<T> v = n->value<T>();
+  if (!v) return absl::InvalidArgumentError(absl::StrCat("config key \"", key, "\" has the wrong type"));
+  *out = *v;
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<Config> LoadConfigFile(const std::string& path) {
+  toml::table table;
+  try {
+    table = toml::parse_file(path);
+  } catch (const toml::parse_error& e) {
+    const auto& where = e.source().begin;
+    return absl::InvalidArgumentError(absl::StrCat("config ", path, ":", where.line, ":", where.column,
+                                                   ": ", std::string(e.description())));
+  } catch (const std::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat("cannot read config ", path, ": ", e.what()));
+  }
+  static const std::set<std::string> kKnown = {
+      "module", "token", "pin_file", "pin_env", "socket", "data_dir", "log_level", "audit_log",
+      "max_sessions", "max_request_bytes", "max_message_bytes", "allow_final_pin_try"};
+  for (const auto& [key, value] : table) {
+    if (!kKnown.count(std::string(key.str()))) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("config ", path, ": unknown key \"", std::string(key.str()), "\""));
+    }
+  }
+  if (table.contains("pin")) {
+    return absl::InvalidArgumentError("PINs do not go in the config file; use pin_file or pin_env");
+  }
+  Config c;
+  absl::Status st;
+  for (auto [key, field] : std::initializer_list<std::pair<const char*, std::string*>>{
+           {"module", &c.module}, {"token", &c.token}, {"pin_file", &c.pin_file},
+           {"pin_env", &c.pin_env}, {"socket", &c.socket}, {"data_dir", &c.data_dir},
+           {"log_level", &c.log_level}, {"audit_log", &c.audit_log}}) {
+    if (st = Read(table, key, field); !st.ok()) return st;
+  }
+  if (st = Read(table, "max_sessions", &c.max_sessions); !st.ok()) return st;
+  if (st = Read(table, "max_request_bytes", &c.max_request_bytes); !st.ok()) return st;
+  if (st = Read(table, "max_message_bytes", &c.max_message_bytes); !st.ok()) return st;
+  if (st = Read(table, "allow_final_pin_try", &c.allow_final_pin_try); !st.ok()) return st;
+  return c;
+}
+
+absl::Status Validate(const Config& c) {
+  if (!c.pin_file.empty() && !c.pin_env.empty()) {
+    return absl::InvalidArgumentError("give either a PIN file or a PIN variable, not both");
+  }
+  if (!c.module.empty() && c.pin_file.empty() && c.pin_env.empty()) {
+    return absl::InvalidArgumentError(
+        "a token needs a PIN: pass --pin-file FILE or --pin-env VAR (or set pin_file/pin_env)");
+  }
+  if (c.max_sessions < 1 || c.max_sessions > 256) {
+    return absl::InvalidArgumentError("max_sessions must be between 1 and 256");
+  }
+  if (c.max_request_bytes < static_cast<int64_t>(kMinRequestBytes) || c.max_request_bytes > (int64_t{1} << 30)) {
+    return absl::InvalidArgumentError(absl::StrCat("max_request_bytes must be between ", HumanBytes(kMinRequestBytes),
+                                                   " and 1 GiB (S/MIME data travels in ",
+                                                   HumanBytes(kStreamChunkBytes), " chunks)"));
+  }
+  if (c.max_message_bytes < 1024 || c.max_message_bytes > (int64_t{1} << 30)) {
+    return absl::InvalidArgumentError("max_message_bytes must be between 1 KiB and 1 GiB");
+  }
+  LogLevel level;
+  if (!ParseLogLevel(c.log_level, &level)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown log level \"", c.log_level, "\"; use debug, info, warning or error"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace smime::agent

@@ -1,0 +1,231 @@
+// smime-agent: keeps S/MIME private keys on a PKCS#11 token and serves key
+// operations over gRPC on a private Unix socket.
+#include <fcntl.h>
+#include <grpcpp/ext/health_check_service_server_builder_option.h>
+#include <grpcpp/grpcpp.h>
+#include <openssl/provider.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <cstring>
+#include <iostream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "agent/rpc/audit.h"
+#include "agent/daemon/config.h"
+#include "agent/daemon/embedded_store.h"
+#include "agent/rpc/lifecycle_service.h"
+#include "agent/rpc/listener.h"
+#include "agent/rpc/service.h"
+#include "common/log.h"
+#include "common/paths.h"
+#include "common/status_macros.h"
+#include "tokens/module.h"
+#include "tokens/pin.h"
+#include "tokens/token.h"
+
+#ifndef SMIME_SOFTHSM_MODULE
+#define SMIME_SOFTHSM_MODULE "/usr/lib/softhsm/libsofthsm2.so"
+#endif
+#ifndef SMIME_VERSION
+#define SMIME_VERSION "0.0.0"
+#endif
+
+namespace smime::agent {
+namespace {
+
+int Fail(const absl::Status& status) {
+  std::cerr << "smime-agent: " << status.message() << "\n";
+  return status.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
+}
+
+absl::StatusOr<int> OpenAuditLog(const std::string& path) {
+  if (path.empty()) return 2;
+  int fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot open audit log ", path, ": ", std::strerror(errno)));
+  }
+  return fd;
+}
+
+int Run(int argc, char** argv) {
+  CLI::App app{"smime-agent: S/MIME private keys on a PKCS#11 token, served over gRPC"};
+  app.set_version_flag("--version", SMIME_VERSION);
+  Config flags;
+  std::string config_file;
+  app.add_option("--config", config_file, "TOML file with the settings below (flags win)");
+  auto* module_opt = app.add_option("--module", flags.module,
+                                    "PKCS#11 module path or p11-kit module name; "
+                                    "none: the embedded SoftHSM store");
+  auto* token_opt = app.add_option("--token", flags.token, "token label, serial number or pkcs11: URI");
+  auto* pin_file_opt = app.add_option("--pin-file", flags.pin_file, "file holding the user PIN (mode 0600)");
+  auto* pin_env_opt = app.add_option("--pin-env", flags.pin_env, "environment variable holding the user PIN");
+  auto* socket_opt = app.add_option("--socket", flags.socket, "Unix socket path (default: " + DefaultSocketPath() + ")");
+  auto* data_dir_opt = app.add_option("--data-dir", flags.data_dir,
+                                      "embedded store directory (default: " + DefaultDataDir() + ")");
+  auto* log_level_opt = app.add_option("--log-level", flags.log_level, "debug, info, warning or error");
+  auto* audit_opt = app.add_option("--audit-log", flags.audit_log, "append audit lines to this file instead of stderr");
+  auto* sessions_opt = app.add_option("--max-sessions", flags.max_sessions, "concurrent token sessions");
+  auto* max_req_opt = app.add_option("--max-request-bytes", flags.max_request_bytes,
+                                     "largest single gRPC message (a unary request, or one chunk of a streamed one)");
+  auto* max_msg_opt = app.add_option("--max-message-bytes", flags.max_message_bytes,
+                                     "largest message content to sign or encrypt (signed or encrypted input may be "
+                                     "about 3/2 of it)");
+  auto* final_try_opt = app.add_flag("--allow-final-pin-try", flags.allow_final_pin_try,
+                                     "log in even when the token says a wrong PIN now locks it");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+
+  Config config;
+  if (!config_file.empty()) {
+    auto loaded = LoadConfigFile(config_file);
+    if (!loaded.ok()) return Fail(loaded.status());
+    config = *loaded;
+  }
+  // Flags given on the command line win over the file.
+  auto take = [](CLI::Option* opt, auto& dst, const auto& src) {
+    if (opt->count() > 0) dst = src;
+  };
+  take(module_opt, config.module, flags.module);
+  take(token_opt, config.token, flags.token);
+  take(pin_file_opt, config.pin_file, flags.pin_file);
+  take(pin_env_opt, config.pin_env, flags.pin_env);
+  take(socket_opt, config.socket, flags.socket);
+  take(data_dir_opt, config.data_dir, flags.data_dir);
+  take(log_level_opt, config.log_level, flags.log_level);
+  take(audit_opt, config.audit_log, flags.audit_log);
+  take(sessions_opt, config.max_sessions, flags.max_sessions);
+  take(max_req_opt, config.max_request_bytes, flags.max_request_bytes);
+  take(max_msg_opt, config.max_message_bytes, flags.max_message_bytes);
+  take(final_try_opt, config.allow_final_pin_try, flags.allow_final_pin_try);
+  if (absl::Status st = Validate(config); !st.ok()) return Fail(st);
+  LogLevel level;
+  ParseLogLevel(config.log_level, &level);
+  SetLogLevel(level);
+  if (config.socket.empty()) config.socket = DefaultSocketPath();
+  if (config.data_dir.empty()) config.data_dir = DefaultDataDir();
+
+  // Debian's abseil is built with Mutex deadlock detection on, which keeps a
+  // lock graph on every Lock (about 1% of the agent's CPU under load): a
+  // debugging aid, not for a daemon on the request path.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
+
+  // Signals are taken synchronously by this thread; every other thread
+  // (gRPC's, the listener) inherits the blocked mask.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);
+
+  // Old mail uses RC2 and 3DES: keep them readable. New mail only uses the
+  // default provider's AES (the engine offers nothing weaker).
+  if (OSSL_PROVIDER_load(nullptr, "legacy") == nullptr) {
+    SMIME_LOG(kWarning, "legacy_provider").Kv("result", "not loaded; RC2 mail will not open");
+  }
+  if (OSSL_PROVIDER_load(nullptr, "default") == nullptr) {
+    return Fail(absl::InternalError("cannot load OpenSSL's default provider"));
+  }
+
+  auto audit_fd = OpenAuditLog(config.audit_log);
+  if (!audit_fd.ok()) return Fail(audit_fd.status());
+  AuditLog audit(*audit_fd);
+
+  // Claim the socket first: a second agent stops before touching the token.
+  auto listener = UnixListener::Bind(config.socket);
+  if (!listener.ok()) return Fail(listener.status());
+
+  std::shared_ptr<tokens::Module> module;
+  tokens::TokenOptions token_options;
+  token_options.max_sessions = static_cast<size_t>(config.max_sessions);
+  tokens::SecretBuffer pin;
+  if (config.module.empty()) {
+    if (!config.pin_file.empty() || !config.pin_env.empty() || !config.token.empty()) {
+      return Fail(absl::InvalidArgumentError(
+          "--token/--pin-file/--pin-env need --module; without one the agent uses its embedded store"));
+    }
+    const char* softhsm = std::getenv("SMIME_AGENT_SOFTHSM_MODULE");
+    auto store = OpenEmbeddedStore(config.data_dir, softhsm ? softhsm : SMIME_SOFTHSM_MODULE);
+    if (!store.ok()) return Fail(store.status());
+    SMIME_LOG(kWarning, "embedded_store")
+        .Kv("dir", config.data_dir)
+        .Kv("note", "SoftHSM store for trying out and tests; keys are protected by file permissions only");
+    module = store->module;
+    token_options.token = store->token_label;
+    pin = std::move(store->pin);
+  } else {
+    auto loaded = tokens::Module::Load(config.module);
+    if (!loaded.ok()) return Fail(loaded.status());
+    module = *loaded;
+    token_options.token = config.token;
+    auto read = config.pin_file.empty() ? tokens::TakePinFromEnv(config.pin_env)
+                                        : tokens::ReadPinFile(config.pin_file);
+    if (!read.ok()) return Fail(read.status());
+    pin = std::move(*read);
+  }
+  auto token = tokens::Token::Open(module, token_options);
+  if (!token.ok()) return Fail(token.status());
+  // One attempt only: a wrong PIN is reported and the agent stops, since
+  // retrying would lock a real token.
+  if (absl::Status st = (*token)->Login(std::move(pin), config.allow_final_pin_try); !st.ok()) {
+    return Fail(st);
+  }
+
+  PeerRegistry peers;
+  ServiceOptions service_options;
+  service_options.max_message_bytes = static_cast<size_t>(config.max_message_bytes);
+  CertificateImporter importer(token->get());
+  AgentService service(token->get(), &importer, &peers, &audit, service_options);
+  LifecycleService lifecycle(token->get(), &importer, &peers, &audit);
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::ServerBuilder builder;
+  builder.RegisterService(&service);
+  builder.RegisterService(&lifecycle);
+  builder.SetMaxReceiveMessageSize(static_cast<int>(config.max_request_bytes));
+  builder.SetMaxSendMessageSize(static_cast<int>(config.max_request_bytes));
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (!server) return Fail(absl::InternalError("gRPC server failed to start"));
+  server->GetHealthCheckService()->SetServingStatus(true);
+  (*listener)->Start(server.get(), &peers);
+  SMIME_LOG(kInfo, "ready")
+      .Kv("socket", config.socket)
+      .Kv("token", (*token)->label())
+      .Kv("keys", (*token)->Keys()->size())
+      .Kv("pid", ::getpid());
+
+  int sig = 0;
+  while (sigwait(&signals, &sig) == 0) {
+    if (sig == SIGHUP) {
+      // Re-read the token's keys (e.g. after pkcs11-tool added one).
+      absl::Status st = (*token)->Refresh();
+      SMIME_LOG(kInfo, "reload").Kv("result", st.ok() ? "OK" : std::string(st.message()));
+      continue;
+    }
+    break;
+  }
+  SMIME_LOG(kInfo, "shutdown").Kv("signal", strsignal(sig));
+  (*listener)->Stop();  // no new connections; socket file removed
+  server->GetHealthCheckService()->SetServingStatus(false);
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  server->Wait();
+  (*token)->Logout();
+  token->reset();
+  module.reset();
+  SMIME_LOG(kInfo, "stopped");
+  return 0;
+}
+
+}  // namespace
+}  // namespace smime::agent
+
+int main(int argc, char** argv) { return smime::agent::Run(argc, argv); }

@@ -1,0 +1,468 @@
+#include "agent/engine/cert_import.h"
+
+#include <openssl/asn1.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/pkcs12.h>
+
+#include <cstring>
+#include <openssl/x509v3.h>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "agent/engine/cert_policy.h"
+#include "common/log.h"
+#include "common/status_macros.h"
+#include "tokens/certificate.h"
+#include "tokens/objects.h"
+#include "tokens/ossl.h"
+
+namespace smime::agent {
+namespace {
+
+using CertPtr = std::shared_ptr<X509>;
+
+// One DER certificate that must fill `der` exactly.
+absl::StatusOr<CertPtr> ParseExactDer(absl::string_view der, absl::string_view where) {
+  const unsigned char* start = reinterpret_cast<const unsigned char*>(der.data());
+  // The outer header says how long the certificate is: tells a truncated
+  // file from one that is not a certificate at all.
+  const unsigned char* p = start;
+  long content_len = 0;
+  int tag = 0, cls = 0;
+  int hdr = ASN1_get_object(&p, &content_len, &tag, &cls, static_cast<long>(der.size()));
+  ClearSslErrors();
+  if (hdr & 0x80) {
+    if (tag == V_ASN1_SEQUENCE && content_len > 0 && (hdr & V_ASN1_CONSTRUCTED)) {
+      size_t want = static_cast<size_t>(p - start) + static_cast<size_t>(content_len);
+      return absl::InvalidArgumentError(absl::StrCat(where, " is truncated: its DER says ", want,
+                                                     " bytes, there are ", der.size()));
+    }
+    return absl::InvalidArgumentError(absl::StrCat(where, " is not DER (bad ASN.1 header)"));
+  }
+  p = start;
+  X509* cert = d2i_X509(nullptr, &p, static_cast<long>(der.size()));
+  if (cert == nullptr) {
+    ClearSslErrors();
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, " is DER but not an X.509 certificate (a request, a key, PKCS#7 or PKCS#12?)"));
+  }
+  CertPtr out(cert, X509_free);
+  size_t used = static_cast<size_t>(p - start);
+  if (used != der.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, " has ", der.size() - used, " bytes after the certificate"));
+  }
+  return out;
+}
+
+// What a PEM block that is not a certificate is, in words a user can act on.
+absl::Status WrongPemBlock(const std::string& name) {
+  if (absl::StrContains(name, "PRIVATE KEY")) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the file holds a private key (PEM \"", name,
+        "\"); import-cert takes certificates only and reads no key material"));
+  }
+  if (absl::StrContains(name, "CERTIFICATE REQUEST")) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the file holds a certificate request (PEM \"", name, "\"), not a certificate; have a CA sign it first"));
+  }
+  if (name == "PKCS7") {
+    return absl::InvalidArgumentError(
+        "the file holds PKCS#7 (PEM \"PKCS7\"); extract its certificates with openssl pkcs7 -print_certs");
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("the file holds a PEM block \"", name, "\"; expected \"CERTIFICATE\""));
+}
+
+absl::StatusOr<std::vector<CertPtr>> ParsePem(absl::string_view data) {
+  ClearSslErrors();
+  SslPtr<BIO> bio(BIO_new_mem_buf(data.data(), static_cast<int>(data.size())));
+  if (!bio) return absl::ResourceExhaustedError("out of memory");
+  std::vector<CertPtr> out;
+  for (;;) {
+    char* name = nullptr;
+    char* header = nullptr;
+    unsigned char* der = nullptr;
+    long len = 0;
+    if (PEM_read_bio(bio.get(), &name, &header, &der, &len) != 1) {
+      unsigned long err = ERR_peek_last_error();
+      ClearSslErrors();
+      // No further "-----BEGIN" line: the normal end of a bundle.
+      if (ERR_GET_LIB(err) == ERR_LIB_PEM && ERR_GET_REASON(err) == PEM_R_NO_START_LINE) break;
+      return absl::InvalidArgumentError(absl::StrCat(
+          "PEM block ", out.size() + 1, " is malformed (truncated, or its base64 or END line is broken)"));
+    }
+    std::string block_name(name);
+    std::string block(reinterpret_cast<char*>(der), static_cast<size_t>(len));
+    OPENSSL_free(name);
+    OPENSSL_free(header);
+    OPENSSL_free(der);
+    if (block_name != "CERTIFICATE" && block_name != "X509 CERTIFICATE") return WrongPemBlock(block_name);
+    if (out.size() == kMaxCertificatesPerFile) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("the file holds more than ", kMaxCertificatesPerFile, " certificates"));
+    }
+    ASSIGN_OR_RETURN(CertPtr cert, ParseExactDer(block, absl::StrCat("PEM certificate ", out.size() + 1)));
+    out.push_back(std::move(cert));
+  }
+  if (out.empty()) return absl::InvalidArgumentError("the file holds no PEM \"CERTIFICATE\" block");
+  return out;
+}
+
+std::string CommonName(X509* cert) {
+  X509_NAME* name = X509_get_subject_name(cert);
+  int i = X509_NAME_get_index_by_NID(name, NID_commonName, -1);
+  if (i < 0) return "";
+  ASN1_STRING* v = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, i));
+  unsigned char* utf8 = nullptr;
+  int len = ASN1_STRING_to_UTF8(&utf8, v);
+  if (len < 0) {
+    ClearSslErrors();
+    return "";
+  }
+  std::string out(reinterpret_cast<char*>(utf8), static_cast<size_t>(len));
+  OPENSSL_free(utf8);
+  return out;
+}
+
+// CKA_ID for a certificate without a token key: the SHA-1 of its public key
+// bits, as RFC 5280 §4.2.1.2 (1) derives a subjectKeyIdentifier.
+std::string KeyBitsSha1(X509* cert) {
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  if (X509_pubkey_digest(cert, EVP_sha1(), md, &len) != 1) {
+    ClearSslErrors();
+    return "";
+  }
+  return std::string(reinterpret_cast<char*>(md), len);
+}
+
+// The token key whose public key `cert` carries, if any.
+std::shared_ptr<const tokens::Key> OwnerOf(X509* cert, const tokens::KeyList& keys) {
+  std::shared_ptr<const tokens::Key> owner;
+  for (const auto& k : keys) {
+    if (k->public_key() != nullptr && EVP_PKEY_eq(k->public_key(), X509_get0_pubkey(cert)) == 1) owner = k;
+  }
+  ClearSslErrors();
+  return owner;
+}
+
+// How a certificate that no token key owns is stored: a CA certificate as
+// a chain certificate, anyone else's as a correspondent's; CKA_ID the SHA-1
+// of its public key bits; label its first email (not a CA), else its CN,
+// else its subject. Sets `imp`'s role, id and label.
+tokens::CertificateToStore PlaceForeign(ImportedCertificate& imp, const tokens::CertificateSummary& s) {
+  X509* cert = imp.cert.get();
+  imp.role = s.is_ca ? ImportedCertificate::Role::kChain : ImportedCertificate::Role::kCorrespondent;
+  imp.id = KeyBitsSha1(cert);
+  imp.label = (!s.is_ca && !s.emails.empty()) ? s.emails.front() : CommonName(cert);
+  if (imp.label.empty()) imp.label = s.subject;
+  return {imp.cert, imp.id, imp.label,
+          s.is_ca ? tokens::CertificateCategory::kAuthority : tokens::CertificateCategory::kOtherEntity};
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<CertPtr>> ParseCertificateFile(absl::string_view data) {
+  if (data.size() > kMaxCertificateFileBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the certificate file is larger than ", kMaxCertificateFileBytes, " bytes"));
+  }
+  absl::string_view trimmed = absl::StripLeadingAsciiWhitespace(data);
+  if (trimmed.empty()) return absl::InvalidArgumentError("the certificate file is empty");
+  if (static_cast<unsigned char>(data[0]) == 0x30) {
+    ASSIGN_OR_RETURN(CertPtr cert, ParseExactDer(data, "the DER certificate"));
+    return std::vector<CertPtr>{std::move(cert)};
+  }
+  if (absl::StrContains(data, "-----BEGIN ")) return ParsePem(data);
+  return absl::InvalidArgumentError(
+      "the file is neither a DER certificate nor PEM (no \"-----BEGIN CERTIFICATE-----\" line)");
+}
+
+absl::StatusOr<std::vector<ImportedCertificate>> CertificateImporter::Import(absl::string_view data, absl::Time now,
+                                                                             absl::Time deadline) {
+  ASSIGN_OR_RETURN(std::vector<CertPtr> certs, ParseCertificateFile(data));
+  absl::MutexLock lock(&mu_);
+  // Sort against the keys on the token now, not as of the last look.
+  RETURN_IF_ERROR(token_->Refresh());
+  std::shared_ptr<const tokens::KeyList> keys = token_->Keys();
+
+  std::vector<ImportedCertificate> out;
+  std::vector<tokens::CertificateToStore> store;
+  for (size_t i = 0; i < certs.size(); ++i) {
+    X509* cert = certs[i].get();
+    auto verdict = CheckCertificatePolicy(cert, CertUse::kImport, now);
+    if (!verdict.ok()) {
+      if (certs.size() == 1) return verdict.status();
+      return absl::Status(verdict.status().code(), absl::StrCat("certificate ", i + 1, " of ", certs.size(),
+                                                                 ": ", verdict.status().message()));
+    }
+    tokens::CertificateSummary s = tokens::Summarize(cert);
+    ImportedCertificate imp;
+    imp.cert = certs[i];
+    imp.warnings = std::move(verdict->warnings);
+    std::shared_ptr<const tokens::Key> owner = s.is_ca ? nullptr : OwnerOf(cert, *keys);
+    if (owner) {
+      // The key's certificate: same CKA_ID, and the key's label, so tools
+      // that pair by either find it.
+      imp.role = ImportedCertificate::Role::kKey;
+      imp.id = owner->id();
+      imp.label = owner->label();
+      store.push_back({certs[i], imp.id, imp.label, tokens::CertificateCategory::kTokenUser});
+    } else {
+      store.push_back(PlaceForeign(imp, s));
+    }
+    out.push_back(std::move(imp));
+  }
+  ASSIGN_OR_RETURN(std::vector<bool> created, token_->StoreCertificates(store, deadline));
+  keys = token_->Keys();
+  for (size_t i = 0; i < out.size(); ++i) {
+    out[i].created = created[i];
+    if (out[i].role != ImportedCertificate::Role::kKey) continue;
+    for (const auto& k : *keys) {
+      if (k->id() == out[i].id && k->label() == out[i].label) out[i].key = k;
+    }
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<ImportedCertificate>> CertificateImporter::RememberContacts(
+    const std::vector<CertPtr>& certs, absl::Time now, absl::Time deadline) {
+  absl::MutexLock lock(&mu_);
+  std::shared_ptr<const tokens::KeyList> keys = token_->Keys();
+  std::vector<ImportedCertificate> out;
+  std::vector<tokens::CertificateToStore> store;
+  for (const CertPtr& cert : certs) {
+    tokens::CertificateSummary s = tokens::Summarize(cert.get());
+    if (s.is_ca || s.emails.empty() || OwnerOf(cert.get(), *keys)) continue;
+    bool conforms = CheckCertificatePolicy(cert.get(), CertUse::kImport, now).ok();
+    ClearSslErrors();
+    if (!conforms) continue;
+    ImportedCertificate imp;
+    imp.cert = cert;
+    tokens::CertificateToStore entry = PlaceForeign(imp, s);
+    if (imp.id.empty()) continue;
+    store.push_back(std::move(entry));
+    out.push_back(std::move(imp));
+  }
+  if (store.empty()) return out;
+  ASSIGN_OR_RETURN(std::vector<bool> created, token_->StoreCertificates(store, deadline));
+  std::vector<ImportedCertificate> stored;
+  for (size_t i = 0; i < out.size() && i < created.size(); ++i) {
+    if (!created[i]) continue;
+    out[i].created = true;
+    stored.push_back(std::move(out[i]));
+  }
+  return stored;
+}
+
+}  // namespace smime::agent
+
+namespace smime::agent {
+namespace {
+
+// What was found in a PKCS#12 file's bags.
+struct Pkcs12Contents {
+  std::vector<SslPtr<EVP_PKEY>> keys;
+  std::string key_name;  // friendlyName of the (first) key bag
+  std::vector<CertPtr> certs;
+  std::vector<std::string> cert_names;
+};
+
+std::string FriendlyName(const PKCS12_SAFEBAG* bag) {
+  char* name = PKCS12_get_friendlyname(const_cast<PKCS12_SAFEBAG*>(bag));
+  if (name == nullptr) return "";
+  std::string out(name);
+  OPENSSL_free(name);
+  return out;
+}
+
+absl::Status ReadBags(const STACK_OF(PKCS12_SAFEBAG) * bags, const char* pass, int passlen, int depth,
+                      Pkcs12Contents& out) {
+  for (int i = 0; i < sk_PKCS12_SAFEBAG_num(bags); ++i) {
+    const PKCS12_SAFEBAG* bag = sk_PKCS12_SAFEBAG_value(bags, i);
+    switch (PKCS12_SAFEBAG_get_nid(bag)) {
+      case NID_keyBag:
+      case NID_pkcs8ShroudedKeyBag: {
+        PKCS8_PRIV_KEY_INFO* p8 = nullptr;
+        bool shrouded = PKCS12_SAFEBAG_get_nid(bag) == NID_pkcs8ShroudedKeyBag;
+        if (shrouded) {
+          p8 = PKCS12_decrypt_skey(bag, pass, passlen);
+          if (p8 == nullptr) {
+            ClearSslErrors();
+            return absl::InvalidArgumentError(
+                "the PKCS#12 private key cannot be decrypted (wrong PKCS#12 password, or an unsupported cipher)");
+          }
+        }
+        const PKCS8_PRIV_KEY_INFO* info = shrouded ? p8 : PKCS12_SAFEBAG_get0_p8inf(bag);
+        EVP_PKEY* key = info != nullptr ? EVP_PKCS82PKEY(info) : nullptr;
+        // The ASN.1 free of PKCS8_PRIV_KEY_INFO clears its key octets.
+        PKCS8_PRIV_KEY_INFO_free(p8);
+        if (key == nullptr) {
+          ClearSslErrors();
+          return absl::InvalidArgumentError("the PKCS#12 private key is malformed or of an unsupported type");
+        }
+        if (out.keys.empty()) out.key_name = FriendlyName(bag);
+        out.keys.emplace_back(key);
+        break;
+      }
+      case NID_certBag: {
+        if (PKCS12_SAFEBAG_get_bag_nid(bag) != NID_x509Certificate) break;
+        X509* cert = PKCS12_SAFEBAG_get1_cert(bag);
+        if (cert == nullptr) {
+          ClearSslErrors();
+          return absl::InvalidArgumentError("a certificate in the PKCS#12 file is malformed");
+        }
+        out.certs.emplace_back(cert, X509_free);
+        out.cert_names.push_back(FriendlyName(bag));
+        break;
+      }
+      case NID_safeContentsBag:
+        if (depth > 3) return absl::InvalidArgumentError("the PKCS#12 file nests bags too deeply");
+        RETURN_IF_ERROR(ReadBags(PKCS12_SAFEBAG_get0_safes(bag), pass, passlen, depth + 1, out));
+        break;
+      default:
+        break;  // CRL and secret bags: not ours to import
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Pkcs12Contents> ParsePkcs12(absl::string_view data, const tokens::SecretBuffer& password) {
+  if (data.size() > kMaxPkcs12FileBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("the PKCS#12 file is larger than ", kMaxPkcs12FileBytes, " bytes"));
+  }
+  ClearSslErrors();
+  const unsigned char* p = reinterpret_cast<const unsigned char*>(data.data());
+  SslPtr<PKCS12> p12(d2i_PKCS12(nullptr, &p, static_cast<long>(data.size())));
+  if (!p12) {
+    ClearSslErrors();
+    return absl::InvalidArgumentError("the file is not PKCS#12 (DER, as openssl pkcs12 -export writes it)");
+  }
+  // NUL-terminated copy for OpenSSL's char* interface; wiped on return.
+  std::vector<char> pass(password.size() + 1, '\0');
+  std::memcpy(pass.data(), password.data(), password.size());
+  struct Wipe {
+    std::vector<char>* v;
+    ~Wipe() { OPENSSL_cleanse(v->data(), v->size()); }
+  } wipe{&pass};
+  const int passlen = static_cast<int>(password.size());
+  if (PKCS12_mac_present(p12.get()) && PKCS12_verify_mac(p12.get(), pass.data(), passlen) != 1) {
+    ClearSslErrors();
+    return absl::InvalidArgumentError("wrong PKCS#12 password");
+  }
+  STACK_OF(PKCS7)* safes = PKCS12_unpack_authsafes(p12.get());
+  if (safes == nullptr) {
+    ClearSslErrors();
+    return absl::InvalidArgumentError("the PKCS#12 file is malformed (no readable contents)");
+  }
+  Pkcs12Contents out;
+  absl::Status st;
+  for (int i = 0; st.ok() && i < sk_PKCS7_num(safes); ++i) {
+    PKCS7* p7 = sk_PKCS7_value(safes, i);
+    STACK_OF(PKCS12_SAFEBAG)* bags = nullptr;
+    int nid = OBJ_obj2nid(p7->type);
+    if (nid == NID_pkcs7_data) {
+      bags = PKCS12_unpack_p7data(p7);
+    } else if (nid == NID_pkcs7_encrypted) {
+      bags = PKCS12_unpack_p7encdata(p7, pass.data(), passlen);
+    } else {
+      continue;
+    }
+    if (bags == nullptr) {
+      unsigned long err = ERR_peek_last_error();
+      ClearSslErrors();
+      st = absl::InvalidArgumentError(absl::StrCat(
+          "the PKCS#12 file's contents cannot be decrypted",
+          ERR_GET_REASON(err) == ERR_R_UNSUPPORTED || ERR_GET_LIB(err) == ERR_LIB_EVP
+              ? " (a cipher OpenSSL does not offer here; is the legacy provider loaded?)"
+              : ""));
+      break;
+    }
+    st = ReadBags(bags, pass.data(), passlen, 0, out);
+    sk_PKCS12_SAFEBAG_pop_free(bags, PKCS12_SAFEBAG_free);
+  }
+  sk_PKCS7_pop_free(safes, PKCS7_free);
+  RETURN_IF_ERROR(st);
+  return out;
+}
+
+}  // namespace
+
+absl::StatusOr<ImportedPkcs12> CertificateImporter::ImportPkcs12(absl::string_view data,
+                                                                 const tokens::SecretBuffer& password,
+                                                                 absl::Time now, absl::Time deadline) {
+  ASSIGN_OR_RETURN(Pkcs12Contents contents, ParsePkcs12(data, password));
+  if (contents.keys.empty()) {
+    return absl::InvalidArgumentError(
+        "the PKCS#12 file holds no private key; import its certificates with import-cert");
+  }
+  if (contents.keys.size() > 1) {
+    return absl::InvalidArgumentError(absl::StrCat("the PKCS#12 file holds ", contents.keys.size(),
+                                                   " private keys; import-p12 takes files with one key"));
+  }
+  SslPtr<EVP_PKEY> key = std::move(contents.keys.front());
+  if (!EVP_PKEY_is_a(key.get(), "RSA") && !EVP_PKEY_is_a(key.get(), "EC")) {
+    return absl::InvalidArgumentError(absl::StrCat("the PKCS#12 key is ", EVP_PKEY_get0_type_name(key.get()),
+                                                   "; only RSA and EC keys are supported"));
+  }
+  size_t own = contents.certs.size();
+  for (size_t i = 0; i < contents.certs.size(); ++i) {
+    if (EVP_PKEY_eq(X509_get0_pubkey(contents.certs[i].get()), key.get()) == 1) {
+      own = i;
+      break;
+    }
+  }
+  ClearSslErrors();
+  if (own == contents.certs.size()) {
+    return absl::InvalidArgumentError("the PKCS#12 file holds no certificate for its private key");
+  }
+  // The key's certificate first, then the others in file order.
+  std::vector<CertPtr> certs = {contents.certs[own]};
+  for (size_t i = 0; i < contents.certs.size(); ++i) {
+    if (i != own) certs.push_back(contents.certs[i]);
+  }
+  ASSIGN_OR_RETURN(std::string key_id, tokens::KeyIdForPublicKey(key.get()));
+  tokens::CertificateSummary own_summary = tokens::Summarize(certs[0].get());
+  std::string label = contents.key_name;
+  if (label.empty()) label = contents.cert_names[own];
+  if (label.empty() && !own_summary.emails.empty()) label = own_summary.emails.front();
+  if (label.empty()) label = CommonName(certs[0].get());
+  if (label.empty()) label = "imported";
+  if (label.size() > 128) label.resize(128);
+
+  std::vector<ImportedCertificate> out;
+  std::vector<tokens::CertificateToStore> store;
+  for (size_t i = 0; i < certs.size(); ++i) {
+    X509* cert = certs[i].get();
+    auto verdict = CheckCertificatePolicy(cert, CertUse::kImport, now);
+    if (!verdict.ok()) {
+      return absl::Status(verdict.status().code(),
+                          absl::StrCat(i == 0 ? "the key's certificate" : "a chain certificate",
+                                       " in the PKCS#12 file: ", verdict.status().message()));
+    }
+    ImportedCertificate imp;
+    imp.cert = certs[i];
+    imp.warnings = std::move(verdict->warnings);
+    if (i == 0) {
+      imp.role = ImportedCertificate::Role::kKey;
+      imp.id = key_id;
+      imp.label = label;
+      store.push_back({certs[i], imp.id, imp.label, tokens::CertificateCategory::kTokenUser});
+    } else {
+      store.push_back(PlaceForeign(imp, tokens::Summarize(cert)));
+    }
+    out.push_back(std::move(imp));
+  }
+  absl::MutexLock lock(&mu_);
+  auto imported = token_->ImportKey(key.get(), label, store, deadline);
+  key.reset();  // the software key's last use
+  if (!imported.ok()) return imported.status();
+  for (size_t i = 0; i < out.size(); ++i) out[i].created = imported->created[i];
+  out[0].key = imported->key;
+  return ImportedPkcs12{imported->key, std::move(out)};
+}
+
+}  // namespace smime::agent

@@ -1,0 +1,84 @@
+#include "agent/rpc/call_gate.h"
+
+#include <openssl/rand.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <optional>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "agent/rpc/convert.h"
+#include "agent/engine/key_resolver.h"
+#include "common/log.h"
+#include "common/status_macros.h"
+
+namespace smime::agent {
+
+CallGate::CallGate(tokens::Token* token, const PeerRegistry* peers, const AuditLog* audit,
+                   absl::Duration default_deadline, absl::string_view request_tag)
+    : token_(token), peers_(peers), audit_(audit), default_deadline_(default_deadline),
+      own_uid_(::geteuid()) {
+  unsigned char r[3];
+  if (RAND_bytes(r, sizeof(r)) != 1) r[0] = r[1] = r[2] = 0;
+  request_prefix_ = absl::StrCat(
+      request_tag, tokens::HexEncode(absl::string_view(reinterpret_cast<char*>(r), sizeof(r))));
+}
+
+std::string CallGate::NextRequestId() {
+  return absl::StrCat(request_prefix_, "-", ++request_counter_);
+}
+
+absl::StatusOr<PeerCred> CallGate::Authorize(const grpc::ServerContext& ctx) const {
+  std::optional<PeerCred> cred = peers_->LookupPeer(ctx.peer());
+  if (!cred) {
+    return absl::PermissionDeniedError("the agent cannot identify the caller's uid");
+  }
+  if (cred->uid != own_uid_ && cred->uid != 0) {
+    SMIME_LOG(kWarning, "peer_refused").Kv("peer_uid", cred->uid).Kv("peer_pid", cred->pid);
+    return absl::PermissionDeniedError(absl::StrCat(
+        "uid ", cred->uid, " may not use this agent; it serves uid ", own_uid_, " only"));
+  }
+  return *cred;
+}
+
+absl::Time CallGate::Deadline(const grpc::ServerContext& ctx) const {
+  absl::Time fallback = absl::Now() + default_deadline_;
+  auto d = ctx.deadline();
+  if (d == std::chrono::system_clock::time_point::max()) return fallback;
+  absl::Time t = absl::FromChrono(d);
+  return t < fallback ? t : fallback;
+}
+
+template <typename ResolveFn>
+absl::StatusOr<std::shared_ptr<const tokens::Key>> CallGate::ResolveWithRefresh(
+    const v1::KeySelector& sel, ResolveFn resolve) const {
+  ASSIGN_OR_RETURN(KeySelector selector, FromProto(sel));
+  auto key = resolve(selector);
+  // A key another tool just added, or a token just reinserted: look again.
+  if (absl::IsNotFound(key.status()) && token_->RefreshIfOlderThan(absl::Seconds(1))) {
+    key = resolve(selector);
+  }
+  return key;
+}
+
+absl::StatusOr<std::shared_ptr<const tokens::Key>> CallGate::Resolve(
+    const v1::KeySelector& sel) const {
+  return ResolveWithRefresh(sel, [this](const KeySelector& selector) {
+    return ResolveKey(*token_->Keys(), token_->info(), selector);
+  });
+}
+
+absl::StatusOr<std::shared_ptr<const tokens::Key>> CallGate::ResolveForSigning(
+    const v1::KeySelector& sel) const {
+  return ResolveWithRefresh(sel, [this](const KeySelector& selector) {
+    return ResolveSigningKey(*token_->Keys(), token_->info(), selector, absl::Now());
+  });
+}
+
+std::string SelectorForAudit(const v1::KeySelector& sel) {
+  auto s = FromProto(sel);
+  return s.ok() ? DescribeSelector(*s) : "-";
+}
+
+}  // namespace smime::agent
