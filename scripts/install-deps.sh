@@ -24,5 +24,6 @@ $SUDO apt-get install -y -q --no-install-recommends \
   libgrpc++-dev libgrpc-dev protobuf-compiler protobuf-compiler-grpc libprotobuf-dev \
   libabsl-dev libcli11-dev nlohmann-json3-dev libtomlplusplus-dev \
   libgtest-dev libgmock-dev libbenchmark-dev \
-  softhsm2 opensc gpgsm gnupg procps
+  softhsm2 opensc gpgsm gnupg procps \
+  clang-14 libclang-rt-14-dev
 $SUDO apt-get install -y -q --no-install-recommends -t bookworm-backports pkcs11-provider
