@@ -49,17 +49,7 @@ CertificateSummary Summarize(X509* cert) {
     if (hex != nullptr) s.serial_hex = hex;
     OPENSSL_free(hex);
   }
-  SslPtr<GENERAL_NAMES> sans(static_cast<GENERAL_NAMES*>(
-      X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr)));
-  if (sans) {
-    for (int i = 0; i < sk_GENERAL_NAME_num(sans.get()); ++i) {
-      const GENERAL_NAME* gn = sk_GENERAL_NAME_value(sans.get(), i);
-      if (gn->type != GEN_EMAIL) continue;
-      const ASN1_IA5STRING* v = gn->d.rfc822Name;
-      AddEmail(&s.emails, std::string(reinterpret_cast<const char*>(ASN1_STRING_get0_data(v)),
-                                      static_cast<size_t>(ASN1_STRING_length(v))));
-    }
-  }
+  for (std::string& email : SubjectAltNameEmails(cert)) AddEmail(&s.emails, std::move(email));
   X509_NAME* subject = X509_get_subject_name(cert);
   for (int i = -1; (i = X509_NAME_get_index_by_NID(subject, NID_pkcs9_emailAddress, i)) >= 0;) {
     ASN1_STRING* v = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subject, i));
@@ -77,22 +67,25 @@ absl::StatusOr<std::shared_ptr<X509>> ParseDerCertificate(absl::string_view der)
   return std::shared_ptr<X509>(cert, X509_free);
 }
 
-std::string CertificateDer(X509* cert) {
-  unsigned char* out = nullptr;
-  int len = i2d_X509(cert, &out);
-  if (len <= 0) return "";
-  std::string der(reinterpret_cast<char*>(out), static_cast<size_t>(len));
-  OPENSSL_free(out);
-  return der;
-}
+std::string CertificateDer(X509* cert) { return DerString(cert, i2d_X509); }
 
-std::string PublicKeyDer(EVP_PKEY* key) {
-  unsigned char* out = nullptr;
-  int len = i2d_PUBKEY(key, &out);
-  if (len <= 0) return "";
-  std::string der(reinterpret_cast<char*>(out), static_cast<size_t>(len));
-  OPENSSL_free(out);
-  return der;
+std::string PublicKeyDer(EVP_PKEY* key) { return DerString(key, i2d_PUBKEY); }
+
+std::vector<std::string> SubjectAltNameEmails(X509* cert) {
+  std::vector<std::string> out;
+  if (cert == nullptr) return out;
+  SslPtr<GENERAL_NAMES> sans(
+      static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr)));
+  ClearSslErrors();
+  if (!sans) return out;
+  for (int i = 0; i < sk_GENERAL_NAME_num(sans.get()); ++i) {
+    const GENERAL_NAME* gn = sk_GENERAL_NAME_value(sans.get(), i);
+    if (gn->type != GEN_EMAIL) continue;
+    std::string e(reinterpret_cast<const char*>(ASN1_STRING_get0_data(gn->d.rfc822Name)),
+                  static_cast<size_t>(ASN1_STRING_length(gn->d.rfc822Name)));
+    if (std::find(out.begin(), out.end(), e) == out.end()) out.push_back(std::move(e));
+  }
+  return out;
 }
 
 }  // namespace smime::tokens

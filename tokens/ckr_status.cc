@@ -17,14 +17,20 @@ struct Row {
   absl::StatusCode code;
   // What the user can do next; empty for "see the agent log".
   const char* hint;
+  // Not null when `rv` says the token or the session is gone (removed,
+  // closed, reset, out of reach): how "token \"LABEL\" ..." goes on. An
+  // operation that sees one drops its sessions and reconnects next time.
+  const char* gone = nullptr;
 };
+
+constexpr const char* kRemoved = "was removed; insert it and retry";
 
 using C = absl::StatusCode;
 constexpr Row kTable[] = {
     {CKR_OK, "CKR_OK", C::kOk, ""},
     {CKR_CANCEL, "CKR_CANCEL", C::kCancelled, "the operation was cancelled"},
     {CKR_HOST_MEMORY, "CKR_HOST_MEMORY", C::kResourceExhausted, "the PKCS#11 module ran out of memory"},
-    {CKR_SLOT_ID_INVALID, "CKR_SLOT_ID_INVALID", C::kUnavailable, "the token's slot is gone; is the token still inserted?"},
+    {CKR_SLOT_ID_INVALID, "CKR_SLOT_ID_INVALID", C::kUnavailable, "the token's slot is gone; is the token still inserted?", kRemoved},
     {CKR_GENERAL_ERROR, "CKR_GENERAL_ERROR", C::kInternal, ""},
     {CKR_FUNCTION_FAILED, "CKR_FUNCTION_FAILED", C::kInternal, ""},
     {CKR_ARGUMENTS_BAD, "CKR_ARGUMENTS_BAD", C::kInvalidArgument, "the token refused the request's parameters"},
@@ -34,9 +40,9 @@ constexpr Row kTable[] = {
     {CKR_ATTRIBUTE_VALUE_INVALID, "CKR_ATTRIBUTE_VALUE_INVALID", C::kInvalidArgument, "the token refused an attribute value"},
     {CKR_DATA_INVALID, "CKR_DATA_INVALID", C::kInvalidArgument, "the token refused the input data"},
     {CKR_DATA_LEN_RANGE, "CKR_DATA_LEN_RANGE", C::kInvalidArgument, "the input has the wrong length for this key"},
-    {CKR_DEVICE_ERROR, "CKR_DEVICE_ERROR", C::kUnavailable, "the token reported a device error"},
+    {CKR_DEVICE_ERROR, "CKR_DEVICE_ERROR", C::kUnavailable, "the token reported a device error", "cannot be reached (device error; a network HSM may be out of reach); retry when it is back"},
     {CKR_DEVICE_MEMORY, "CKR_DEVICE_MEMORY", C::kResourceExhausted, "the token is out of memory"},
-    {CKR_DEVICE_REMOVED, "CKR_DEVICE_REMOVED", C::kUnavailable, "the token was removed; insert it and retry"},
+    {CKR_DEVICE_REMOVED, "CKR_DEVICE_REMOVED", C::kUnavailable, "the token was removed; insert it and retry", kRemoved},
     {CKR_ENCRYPTED_DATA_INVALID, "CKR_ENCRYPTED_DATA_INVALID", C::kInvalidArgument, "decryption failed"},
     {CKR_ENCRYPTED_DATA_LEN_RANGE, "CKR_ENCRYPTED_DATA_LEN_RANGE", C::kInvalidArgument, "decryption failed"},
     {CKR_FUNCTION_CANCELED, "CKR_FUNCTION_CANCELED", C::kCancelled, "the operation was cancelled"},
@@ -55,9 +61,9 @@ constexpr Row kTable[] = {
     {CKR_PIN_LEN_RANGE, "CKR_PIN_LEN_RANGE", C::kInvalidArgument, "the PIN is too short or too long for this token"},
     {CKR_PIN_EXPIRED, "CKR_PIN_EXPIRED", C::kFailedPrecondition, "the PIN has expired; change it with the token's tool"},
     {CKR_PIN_LOCKED, "CKR_PIN_LOCKED", C::kFailedPrecondition, "the user PIN is locked; unblock it with the SO PIN"},
-    {CKR_SESSION_CLOSED, "CKR_SESSION_CLOSED", C::kUnavailable, "the token session closed; retry"},
+    {CKR_SESSION_CLOSED, "CKR_SESSION_CLOSED", C::kUnavailable, "the token session closed; retry", kRemoved},
     {CKR_SESSION_COUNT, "CKR_SESSION_COUNT", C::kResourceExhausted, "the token has no free session"},
-    {CKR_SESSION_HANDLE_INVALID, "CKR_SESSION_HANDLE_INVALID", C::kUnavailable, "the token session is gone; was the token removed?"},
+    {CKR_SESSION_HANDLE_INVALID, "CKR_SESSION_HANDLE_INVALID", C::kUnavailable, "the token session is gone; was the token removed?", kRemoved},
     {CKR_SESSION_READ_ONLY, "CKR_SESSION_READ_ONLY", C::kFailedPrecondition, "the token is read-only"},
     {CKR_SESSION_EXISTS, "CKR_SESSION_EXISTS", C::kFailedPrecondition, "the token has open sessions"},
     {CKR_SESSION_READ_ONLY_EXISTS, "CKR_SESSION_READ_ONLY_EXISTS", C::kFailedPrecondition, "a read-only session exists"},
@@ -65,7 +71,7 @@ constexpr Row kTable[] = {
     {CKR_SIGNATURE_LEN_RANGE, "CKR_SIGNATURE_LEN_RANGE", C::kInvalidArgument, "the signature has the wrong length"},
     {CKR_TEMPLATE_INCOMPLETE, "CKR_TEMPLATE_INCOMPLETE", C::kInvalidArgument, "the token needs more attributes for this object"},
     {CKR_TEMPLATE_INCONSISTENT, "CKR_TEMPLATE_INCONSISTENT", C::kInvalidArgument, "the token refused the object's attributes"},
-    {CKR_TOKEN_NOT_PRESENT, "CKR_TOKEN_NOT_PRESENT", C::kUnavailable, "the token is not present; insert it and retry"},
+    {CKR_TOKEN_NOT_PRESENT, "CKR_TOKEN_NOT_PRESENT", C::kUnavailable, "the token is not present; insert it and retry", kRemoved},
     {CKR_TOKEN_NOT_RECOGNIZED, "CKR_TOKEN_NOT_RECOGNIZED", C::kUnavailable, "the module does not recognise the token"},
     {CKR_TOKEN_WRITE_PROTECTED, "CKR_TOKEN_WRITE_PROTECTED", C::kFailedPrecondition, "the token is write-protected"},
     {CKR_USER_ALREADY_LOGGED_IN, "CKR_USER_ALREADY_LOGGED_IN", C::kOk, ""},
@@ -118,8 +124,18 @@ std::optional<CK_RV> CkrOf(const absl::Status& status) {
 }
 
 bool IsTokenGone(CK_RV rv) {
-  return rv == CKR_DEVICE_REMOVED || rv == CKR_TOKEN_NOT_PRESENT || rv == CKR_SESSION_CLOSED ||
-         rv == CKR_SESSION_HANDLE_INVALID || rv == CKR_DEVICE_ERROR || rv == CKR_SLOT_ID_INVALID;
+  const Row* row = Find(rv);
+  return row != nullptr && row->gone != nullptr;
+}
+
+absl::Status TokenGoneStatus(absl::string_view token_label, const absl::Status& status) {
+  std::optional<CK_RV> rv = CkrOf(status);
+  const Row* row = rv ? Find(*rv) : nullptr;
+  if (row == nullptr || row->gone == nullptr) return status;
+  absl::Status out = absl::UnavailableError(
+      absl::StrCat("token \"", token_label, "\" ", row->gone, " (", row->name, ")"));
+  status.ForEachPayload([&](absl::string_view url, const absl::Cord& payload) { out.SetPayload(url, payload); });
+  return out;
 }
 
 bool StopsObjectReads(const absl::Status& status) {

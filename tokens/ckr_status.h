@@ -5,6 +5,7 @@
 #include <p11-kit/pkcs11.h>
 
 #include <optional>
+#include <string>
 #include "absl/strings/string_view.h"
 
 #include "absl/status/status.h"
@@ -24,8 +25,16 @@ absl::Status CkrStatus(absl::string_view fn, CK_RV rv);
 // The CK_RV a Status from CkrStatus carries, if any.
 std::optional<CK_RV> CkrOf(const absl::Status& status);
 
-// `rv` says the token or the session is gone (removed, closed, reset).
+// `rv` says the token or the session is gone (removed, closed, reset, or
+// out of reach: CKR_DEVICE_ERROR, as a network HSM's module reports an
+// outage). The "gone" column of the one table.
 bool IsTokenGone(CK_RV rv);
+
+// `status` as a caller of token `token_label` should read it: when it
+// carries a token-gone CK_RV, UNAVAILABLE saying so ("token \"LABEL\" was
+// removed; insert it and retry (CKR_DEVICE_REMOVED)"), its payloads kept;
+// otherwise `status` itself.
+absl::Status TokenGoneStatus(absl::string_view token_label, const absl::Status& status);
 
 // Errors that say nothing about one object but about the token or the
 // session (gone, logged out, or not a PKCS#11 error at all): whoever reads

@@ -8,32 +8,17 @@
 #include <openssl/objects.h>
 #include <openssl/sha.h>
 
+#include <cstring>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/log.h"
 #include "common/status_macros.h"
 #include "tokens/ckr_status.h"
 #include "tokens/certificate.h"
+#include "tokens/key_values.h"
+#include "tokens/object_guard.h"
 #include "tokens/ossl.h"
-
-namespace smime::tokens {
-namespace {
-
-template <typename T, typename I2d>
-std::string Der(const T* value, I2d i2d) {
-  unsigned char* out = nullptr;
-  int len = i2d(value, &out);
-  if (len <= 0) {
-    ClearSslErrors();
-    return "";
-  }
-  std::string der(reinterpret_cast<char*>(out), static_cast<size_t>(len));
-  OPENSSL_free(out);
-  return der;
-}
-
-}  // namespace
-}  // namespace smime::tokens
 
 namespace smime::tokens::internal {
 namespace {
@@ -67,6 +52,24 @@ absl::StatusOr<AttrMap> ReadAttributeBatch(Module& m, CK_SESSION_HANDLE s, CK_OB
 }
 
 }  // namespace
+
+bool AttrTrue(const AttrMap& a, CK_ATTRIBUTE_TYPE t) {
+  auto it = a.find(t);
+  return it != a.end() && it->second.size() == sizeof(CK_BBOOL) && it->second[0] != 0;
+}
+
+std::optional<CK_ULONG> AttrUlong(const AttrMap& a, CK_ATTRIBUTE_TYPE t) {
+  auto it = a.find(t);
+  if (it == a.end() || it->second.size() != sizeof(CK_ULONG)) return std::nullopt;
+  CK_ULONG v;
+  std::memcpy(&v, it->second.data(), sizeof(v));
+  return v;
+}
+
+std::string AttrStr(const AttrMap& a, CK_ATTRIBUTE_TYPE t) {
+  auto it = a.find(t);
+  return it == a.end() ? std::string() : it->second;
+}
 
 absl::StatusOr<AttrMap> ReadAttributes(Module& m, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE obj,
                                        std::initializer_list<CK_ATTRIBUTE_TYPE> types) {
@@ -135,10 +138,10 @@ absl::StatusOr<std::vector<std::string>> CertificateValues(Module& m, CK_SESSION
 absl::StatusOr<CK_OBJECT_HANDLE> CreateCertificateObject(Module& m, CK_SESSION_HANDLE s,
                                                          const CertificateToStore& c) {
   std::string value = CertificateDer(c.cert.get());
-  std::string subject = Der(X509_get_subject_name(c.cert.get()), i2d_X509_NAME);
-  std::string issuer = Der(X509_get_issuer_name(c.cert.get()), i2d_X509_NAME);
+  std::string subject = DerString(X509_get_subject_name(c.cert.get()), i2d_X509_NAME);
+  std::string issuer = DerString(X509_get_issuer_name(c.cert.get()), i2d_X509_NAME);
   // PKCS#11: CKA_SERIAL_NUMBER is the DER encoding of the INTEGER.
-  std::string serial = Der(X509_get0_serialNumber(c.cert.get()), i2d_ASN1_INTEGER);
+  std::string serial = DerString(X509_get0_serialNumber(c.cert.get()), i2d_ASN1_INTEGER);
   if (value.empty() || subject.empty() || issuer.empty() || serial.empty()) {
     return absl::InvalidArgumentError("the certificate cannot be encoded");
   }
@@ -175,62 +178,10 @@ absl::StatusOr<CK_OBJECT_HANDLE> CreateCertificateObject(Module& m, CK_SESSION_H
 }  // namespace smime::tokens::internal
 
 namespace smime::tokens {
-namespace {
 
-// A BIGNUM parameter of `key` as unsigned big-endian bytes ("" if absent).
-// The caller wipes the result when it is private.
-std::string BnParam(const EVP_PKEY* key, const char* name) {
-  BIGNUM* bn = nullptr;
-  if (EVP_PKEY_get_bn_param(key, name, &bn) != 1 || bn == nullptr) {
-    ClearSslErrors();
-    return "";
-  }
-  std::string out(static_cast<size_t>(BN_num_bytes(bn)), '\0');
-  BN_bn2bin(bn, reinterpret_cast<unsigned char*>(out.data()));
-  BN_clear_free(bn);
-  return out;
-}
-
-int EcCurveNid(const EVP_PKEY* key) {
-  char name[80];
-  size_t len = 0;
-  if (EVP_PKEY_get_utf8_string_param(key, OSSL_PKEY_PARAM_GROUP_NAME, name, sizeof(name), &len) != 1) {
-    ClearSslErrors();
-    return NID_undef;
-  }
-  int nid = OBJ_sn2nid(name);
-  if (nid == NID_undef) nid = OBJ_txt2nid(name);
-  if (nid == NID_undef) nid = EC_curve_nist2nid(name);
-  return nid;
-}
-
-// The uncompressed EC point of `key`.
-std::string EcPointUncompressed(const EVP_PKEY* key, int nid) {
-  unsigned char buf[256];
-  size_t len = 0;
-  if (EVP_PKEY_get_octet_string_param(key, OSSL_PKEY_PARAM_PUB_KEY, buf, sizeof(buf), &len) != 1) {
-    ClearSslErrors();
-    return "";
-  }
-  SslPtr<EC_GROUP> group(EC_GROUP_new_by_curve_name(nid));
-  if (!group) {
-    ClearSslErrors();
-    return "";
-  }
-  SslPtr<EC_POINT> point(EC_POINT_new(group.get()));
-  if (!point || EC_POINT_oct2point(group.get(), point.get(), buf, len, nullptr) != 1) {
-    ClearSslErrors();
-    return "";
-  }
-  size_t n = EC_POINT_point2oct(group.get(), point.get(), POINT_CONVERSION_UNCOMPRESSED, buf, sizeof(buf), nullptr);
-  if (n == 0) {
-    ClearSslErrors();
-    return "";
-  }
-  return std::string(reinterpret_cast<char*>(buf), n);
-}
-
-}  // namespace
+using internal::BnParam;
+using internal::EcCurveNid;
+using internal::EcPointUncompressed;
 
 absl::StatusOr<std::string> KeyIdForPublicKey(const EVP_PKEY* key) {
   if (EVP_PKEY_is_a(key, "RSA")) {
@@ -316,16 +267,8 @@ absl::StatusOr<std::pair<CK_OBJECT_HANDLE, CK_OBJECT_HANDLE>> CreateKeyPairObjec
     int nid = EcCurveNid(key);
     std::string point = EcPointUncompressed(key, nid);
     if (point.empty()) return absl::InvalidArgumentError("the EC key's curve or point is not supported");
-    ec_params = Der(OBJ_nid2obj(nid), i2d_ASN1_OBJECT);
-    ASN1_OCTET_STRING* os = ASN1_OCTET_STRING_new();
-    if (os == nullptr || ASN1_OCTET_STRING_set(os, reinterpret_cast<const unsigned char*>(point.data()),
-                                               static_cast<int>(point.size())) != 1) {
-      ASN1_OCTET_STRING_free(os);
-      ClearSslErrors();
-      return absl::ResourceExhaustedError("out of memory");
-    }
-    ec_point = Der(os, i2d_ASN1_OCTET_STRING);
-    ASN1_OCTET_STRING_free(os);
+    ec_params = CurveParamsDer(nid);
+    ec_point = WrapEcPoint(point);
     secrets.push_back(BnParam(key, OSSL_PKEY_PARAM_PRIV_KEY));
     if (secrets.back().empty() || ec_params.empty() || ec_point.empty()) {
       return absl::InvalidArgumentError("the EC key has no private value or a curve without a name");
@@ -340,12 +283,11 @@ absl::StatusOr<std::pair<CK_OBJECT_HANDLE, CK_OBJECT_HANDLE>> CreateKeyPairObjec
         absl::StrCat("the key is ", EVP_PKEY_get0_type_name(key), "; only RSA and EC keys are supported"));
   }
   CK_OBJECT_HANDLE priv_h = CK_INVALID_HANDLE, pub_h = CK_INVALID_HANDLE;
+  ObjectCreationGuard guard(m, s);  // no orphan private key
   RETURN_IF_ERROR(P11_CALL(m, C_CreateObject, s, priv.data(), priv.size(), &priv_h));
-  absl::Status st = P11_CALL(m, C_CreateObject, s, pub.data(), pub.size(), &pub_h);
-  if (!st.ok()) {
-    (void)P11_CALL(m, C_DestroyObject, s, priv_h);  // no orphan private key
-    return st;
-  }
+  guard.Add(priv_h);
+  RETURN_IF_ERROR(P11_CALL(m, C_CreateObject, s, pub.data(), pub.size(), &pub_h));
+  guard.Release();
   return std::make_pair(priv_h, pub_h);
 }
 

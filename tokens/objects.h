@@ -10,6 +10,7 @@
 #include <initializer_list>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -51,6 +52,12 @@ std::string KeyIdFromPublicValue(absl::string_view modulus_or_point);
 
 // Attribute values by type.
 using AttrMap = std::map<CK_ATTRIBUTE_TYPE, std::string>;
+
+// One attribute of an AttrMap: a CK_BBOOL that is true; a CK_ULONG
+// (nullopt when absent or of another size); the bytes ("" when absent).
+bool AttrTrue(const AttrMap& a, CK_ATTRIBUTE_TYPE t);
+std::optional<CK_ULONG> AttrUlong(const AttrMap& a, CK_ATTRIBUTE_TYPE t);
+std::string AttrStr(const AttrMap& a, CK_ATTRIBUTE_TYPE t);
 
 // Reads the attributes in `types` that the object has; absent or sensitive
 // ones are simply missing from the map. Some tokens fail a whole read with

@@ -97,6 +97,13 @@ TEST_F(TokenTest, PairsCertificatesByIdAndByPublicKey) {
   EXPECT_TRUE(token_->OtherCertificates().empty());
 }
 
+TEST_F(TokenTest, DescribeIsTheOneHumanFormOfAKey) {
+  EXPECT_EQ(Describe(*KeyNamed("alice")), "key \"alice\" (id 01)");
+  // Token's own messages use it.
+  EXPECT_THAT(token_->EcdhDerive(*KeyNamed("alice"), "x", Soon()),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("key \"alice\" (id 01) is not an EC key")));
+}
+
 TEST_F(TokenTest, KeyUriNamesTokenAndObjectWithoutQuery) {
   auto alice = KeyNamed("alice");
   EXPECT_THAT(alice->uri(), HasSubstr("token=unit"));
