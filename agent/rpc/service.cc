@@ -17,57 +17,8 @@ namespace smime::agent {
 
 AgentService::AgentService(tokens::Token* token, CertificateImporter* importer, const PeerRegistry* peers,
                            const AuditLog* audit, ServiceOptions options)
-    : token_(token), importer_(importer), engine_(token), options_(options),
+    : token_(token), contacts_(token, importer), engine_(token), options_(options),
       gate_(token, peers, audit, options.default_deadline) {}
-
-absl::StatusOr<std::shared_ptr<X509>> ContactCertificate(const tokens::Token& token, absl::string_view email_in,
-                                                         absl::Time now) {
-  std::string email = absl::AsciiStrToLower(email_in);
-  std::vector<std::shared_ptr<X509>> candidates = token.OtherCertificates();
-  for (const auto& k : *token.Keys()) {
-    candidates.insert(candidates.end(), k->certificates().begin(), k->certificates().end());
-  }
-  std::shared_ptr<X509> best, any;
-  int64_t best_nb = 0;
-  const int64_t t = absl::ToUnixSeconds(now);
-  for (const auto& c : candidates) {
-    tokens::CertificateSummary s = tokens::Summarize(c.get());
-    if (s.is_ca || std::find(s.emails.begin(), s.emails.end(), email) == s.emails.end()) continue;
-    any = c;
-    if (s.not_before > t || t > s.not_after) continue;
-    if (!best || s.not_before > best_nb) {
-      best = c;
-      best_nb = s.not_before;
-    }
-  }
-  if (best) return best;
-  // Only an expired one: let the policy say which and since when.
-  if (any) return any;
-  return absl::NotFoundError(absl::StrCat("no certificate for ", email,
-                                          " among the contacts; import it with import-cert, or verify a signed "
-                                          "mail from them"));
-}
-
-void AgentService::RememberSigners(const std::vector<SignerInfo>& signers, absl::Time deadline) {
-  std::vector<CertPtr> certs;
-  for (const SignerInfo& s : signers) {
-    if (s.cert) certs.push_back(s.cert);
-  }
-  // A failure costs only the convenience: the verification itself stands.
-  auto stored = importer_->RememberContacts(certs, absl::Now(), deadline);
-  if (!stored.ok()) {
-    SMIME_LOG(kWarning, "contact_not_stored").Kv("reason", stored.status().message());
-    return;
-  }
-  // A write to the token on a caller's behalf: one line per new contact.
-  for (const ImportedCertificate& c : *stored) {
-    SMIME_LOG(kInfo, "contact_stored")
-        .Kv("token", token_->label())
-        .Kv("email", ToValidUtf8(c.label))
-        .Kv("subject", ToValidUtf8(tokens::Summarize(c.cert.get()).subject))
-        .Kv("source", "verified signature");
-  }
-}
 
 namespace {
 
@@ -394,8 +345,7 @@ grpc::Status AgentService::Verify(grpc::ServerContext* ctx,
   if (!result.ok()) return ToGrpcStatus(result.status());
   v1::VerifyResponse head;
   ToProto(*result, head.mutable_result());
-  // A signature whose chain verified: remember its signers as contacts.
-  if (!options.signature_only()) RememberSigners(result->signers, gate_.Deadline(*ctx));
+  contacts_.LearnFrom(*result, *vopts, gate_.Deadline(*ctx));
   stream->Write(head);
   ResponseSink out(stream);
   out.Write(result->content);
@@ -415,7 +365,7 @@ grpc::Status AgentService::Encrypt(grpc::ServerContext* ctx,
     RETURN_IF_ERROR(read);
     ASSIGN_OR_RETURN(std::vector<CertPtr> recipients, ParseCertList(options.recipients(), "recipient certificate"));
     for (const std::string& email : options.recipient_emails()) {
-      ASSIGN_OR_RETURN(CertPtr cert, ContactCertificate(*token_, email, absl::Now()));
+      ASSIGN_OR_RETURN(CertPtr cert, contacts_.CertificateFor(email, absl::Now()));
       recipients.push_back(std::move(cert));
     }
     agent::EncryptOptions eopts;
@@ -454,44 +404,36 @@ grpc::Status AgentService::Decrypt(grpc::ServerContext* ctx,
   const v1::DecryptOptions& options = first.options();
   decltype(requests)::Part message(&requests, v1::DecryptRequest::kData, MaxEncodedBytes(options_.max_message_bytes),
                                    TooLarge(options_.max_message_bytes, true));
-  absl::StatusOr<DecryptResult> result = absl::UnknownError("not run");
+  absl::StatusOr<DecryptVerifyResult> result = absl::UnknownError("not run");
+  std::optional<agent::VerifyOptions> verify;
   std::string described = options.has_key() ? SelectorForAudit(options.key()) : "-";
   grpc::Status status = gate_.Audited(*ctx, "smime_decrypt", described, [&](AuditRecord& audit) -> absl::Status {
     RETURN_IF_ERROR(read);
     audit.set_mechanism("cms");
+    if (options.has_verify()) {
+      ASSIGN_OR_RETURN(verify, VerifyOptionsFromProto(options.verify()));
+    }
     std::shared_ptr<const tokens::Key> only;
     if (options.has_key()) {
       ASSIGN_OR_RETURN(only, gate_.Resolve(options.key()));
     }
-    result = engine_.Decrypt(message, gate_.Deadline(*ctx), only);
-    if (result.ok()) audit.set_key(result->key_uri);
+    result = engine_.DecryptAndVerify(message, gate_.Deadline(*ctx), only, verify);
+    if (result.ok()) audit.set_key(result->decrypted.key_uri);
     return result.status();
   });
   if (!status.ok()) return status;
+  RETURN_GRPC_IF_ERROR(result->verify_status);
+  DecryptResult& decrypted = result->decrypted;
   v1::DecryptResponse head;
-  head.mutable_result()->set_key_uri(result->key_uri);
-  head.mutable_result()->set_is_signed(result->is_signed);
-  if (options.has_verify()) {
-    // Decrypt, then verify the signed message inside, in one call.
-    if (!result->is_signed) {
-      return ToGrpcStatus(absl::FailedPreconditionError("the decrypted message is not signed"));
-    }
-    auto vopts = VerifyOptionsFromProto(options.verify());
-    if (!vopts.ok()) return ToGrpcStatus(vopts.status());
-    StringSource inner(result->content);
-    auto verified = engine_.Verify(inner, nullptr, *vopts);
-    if (!verified.ok()) {
-      return ToGrpcStatus(absl::Status(verified.status().code(),
-                                       absl::StrCat("decrypted, but the signed message inside does not verify: ",
-                                                    verified.status().message())));
-    }
-    ToProto(*verified, head.mutable_result()->mutable_verified());
-    if (!options.verify().signature_only()) RememberSigners(verified->signers, gate_.Deadline(*ctx));
-    result->content = std::move(verified->content);
+  head.mutable_result()->set_key_uri(decrypted.key_uri);
+  head.mutable_result()->set_is_signed(decrypted.is_signed);
+  if (result->verified) {
+    ToProto(*result->verified, head.mutable_result()->mutable_verified());
+    contacts_.LearnFrom(*result->verified, *verify, gate_.Deadline(*ctx));
   }
   stream->Write(head);
   ResponseSink out(stream);
-  out.Write(result->content);
+  out.Write(decrypted.content);
   return ToGrpcStatus(out.Flush());
 }
 
