@@ -224,56 +224,56 @@ void ToProto(const VerifyResult& result, v1::VerifyResult* out) {
 
 grpc::Status AgentService::ListKeys(grpc::ServerContext* ctx, const v1::ListKeysRequest*,
                                     v1::ListKeysResponse* resp) {
-  auto peer = gate_.Authorize(*ctx);
-  if (!peer.ok()) return ToGrpcStatus(peer.status());
-  auto keys = token_->Keys();
-  absl::Time now = absl::Now();
-  for (const auto& key : *keys) {
-    v1::KeyInfo* out = resp->add_keys();
-    ToProto(*key, token_->label(), out);
-    out->set_status(KeyStatusName(StatusOf(*key, *keys, now)));
-  }
-  return grpc::Status::OK;
+  return gate_.Serve(*ctx, [&](const Call&) -> absl::Status {
+    auto keys = token_->Keys();
+    absl::Time now = absl::Now();
+    for (const auto& key : *keys) {
+      v1::KeyInfo* out = resp->add_keys();
+      ToProto(*key, token_->label(), out);
+      out->set_status(KeyStatusName(StatusOf(*key, *keys, now)));
+    }
+    return absl::OkStatus();
+  });
 }
 
 grpc::Status AgentService::GetCertificate(grpc::ServerContext* ctx,
                                           const v1::GetCertificateRequest* req,
                                           v1::GetCertificateResponse* resp) {
-  RETURN_GRPC_IF_ERROR(gate_.Authorize(*ctx).status());
-  auto key = gate_.Resolve(req->key());
-  if (!key.ok()) return ToGrpcStatus(key.status());
-  if ((*key)->certificate() == nullptr) {
-    return ToGrpcStatus(absl::NotFoundError(absl::StrCat(
-        "key \"", (*key)->label(), "\" (id ", (*key)->id_hex(), ") has no certificate on the token")));
-  }
-  resp->set_certificate_der(tokens::CertificateDer((*key)->certificate()));
-  ToProto(**key, token_->label(), resp->mutable_key());
-  return grpc::Status::OK;
+  return gate_.Serve(*ctx, [&](const Call&) -> absl::Status {
+    ASSIGN_OR_RETURN(auto key, gate_.Resolve(req->key()));
+    if (key->certificate() == nullptr) {
+      return absl::NotFoundError(absl::StrCat(
+          "key \"", key->label(), "\" (id ", key->id_hex(), ") has no certificate on the token"));
+    }
+    resp->set_certificate_der(tokens::CertificateDer(key->certificate()));
+    ToProto(*key, token_->label(), resp->mutable_key());
+    return absl::OkStatus();
+  });
 }
 
 grpc::Status AgentService::GetPublicKey(grpc::ServerContext* ctx, const v1::GetPublicKeyRequest* req,
                                         v1::GetPublicKeyResponse* resp) {
-  RETURN_GRPC_IF_ERROR(gate_.Authorize(*ctx).status());
-  auto key = gate_.Resolve(req->key());
-  if (!key.ok()) return ToGrpcStatus(key.status());
-  if ((*key)->public_key() == nullptr) {
-    return ToGrpcStatus(absl::FailedPreconditionError(absl::StrCat(
-        "the token holds no public key or certificate for key \"", (*key)->label(), "\"")));
-  }
-  resp->set_spki_der(tokens::PublicKeyDer((*key)->public_key()));
-  ToProto(**key, token_->label(), resp->mutable_key());
-  return grpc::Status::OK;
+  return gate_.Serve(*ctx, [&](const Call&) -> absl::Status {
+    ASSIGN_OR_RETURN(auto key, gate_.Resolve(req->key()));
+    if (key->public_key() == nullptr) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "the token holds no public key or certificate for key \"", key->label(), "\""));
+    }
+    resp->set_spki_der(tokens::PublicKeyDer(key->public_key()));
+    ToProto(*key, token_->label(), resp->mutable_key());
+    return absl::OkStatus();
+  });
 }
 
 grpc::Status AgentService::SignDigest(grpc::ServerContext* ctx, const v1::SignDigestRequest* req,
                                       v1::SignDigestResponse* resp) {
   return gate_.Audited(*ctx, "sign", SelectorForAudit(req->key()),
-                      [&](AuditRecord& audit) -> absl::Status {
+                      [&](const Call& call, AuditRecord& audit) -> absl::Status {
     ASSIGN_OR_RETURN(tokens::SignMechanism mech, FromProto(req->algorithm()));
     audit.set_mechanism(tokens::SignMechanismName(mech));
     ASSIGN_OR_RETURN(auto key, gate_.Resolve(req->key()));
     audit.set_key(key->uri());
-    ASSIGN_OR_RETURN(std::string sig, token_->Sign(*key, mech, req->digest(), gate_.Deadline(*ctx)));
+    ASSIGN_OR_RETURN(std::string sig, token_->Sign(*key, mech, req->digest(), call.deadline));
     resp->set_signature(std::move(sig));
     resp->set_key_uri(key->uri());
     return absl::OkStatus();
@@ -283,13 +283,13 @@ grpc::Status AgentService::SignDigest(grpc::ServerContext* ctx, const v1::SignDi
 grpc::Status AgentService::DecryptKey(grpc::ServerContext* ctx, const v1::DecryptKeyRequest* req,
                                       v1::DecryptKeyResponse* resp) {
   return gate_.Audited(*ctx, "decrypt", SelectorForAudit(req->key()),
-                      [&](AuditRecord& audit) -> absl::Status {
+                      [&](const Call& call, AuditRecord& audit) -> absl::Status {
     ASSIGN_OR_RETURN(tokens::DecryptMechanism mech, FromProto(req->padding()));
     audit.set_mechanism(tokens::DecryptMechanismName(mech));
     ASSIGN_OR_RETURN(auto key, gate_.Resolve(req->key()));
     audit.set_key(key->uri());
     ASSIGN_OR_RETURN(std::string plain,
-                     token_->Decrypt(*key, mech, req->ciphertext(), gate_.Deadline(*ctx)));
+                     token_->Decrypt(*key, mech, req->ciphertext(), call.deadline));
     resp->set_plaintext(std::move(plain));
     resp->set_key_uri(key->uri());
     return absl::OkStatus();
@@ -299,10 +299,10 @@ grpc::Status AgentService::DecryptKey(grpc::ServerContext* ctx, const v1::Decryp
 grpc::Status AgentService::GenerateKey(grpc::ServerContext* ctx, const v1::GenerateKeyRequest* req,
                                        v1::GenerateKeyResponse* resp) {
   return gate_.Audited(*ctx, "generate", absl::StrCat("label=", req->label()),
-                      [&](AuditRecord& audit) -> absl::Status {
+                      [&](const Call& call, AuditRecord& audit) -> absl::Status {
     ASSIGN_OR_RETURN(tokens::KeySpec spec, FromProto(req->type()));
     audit.set_mechanism(v1::KeyType_Name(req->type()));
-    ASSIGN_OR_RETURN(auto key, token_->GenerateKey(spec, req->label(), gate_.Deadline(*ctx)));
+    ASSIGN_OR_RETURN(auto key, token_->GenerateKey(spec, req->label(), call.deadline));
     audit.set_key(key->uri());
     ToProto(*key, token_->label(), resp->mutable_key());
     return absl::OkStatus();
@@ -318,38 +318,38 @@ grpc::Status AgentService::Sign(grpc::ServerContext* ctx,
   decltype(requests)::Part message(&requests, v1::SignRequest::kData, options_.max_message_bytes,
                                    TooLarge(options_.max_message_bytes, false));
   ResponseSink out(stream);
-  return gate_.Audited(*ctx, "smime_sign", SelectorForAudit(options.key()), [&](AuditRecord& audit) -> absl::Status {
+  return gate_.Audited(*ctx, "smime_sign", SelectorForAudit(options.key()), [&](const Call& call, AuditRecord& audit) -> absl::Status {
     RETURN_IF_ERROR(read);
     audit.set_mechanism(options.pss() ? "cms-rsa-pss-sha256" : "cms-sha256");
     ASSIGN_OR_RETURN(auto key, gate_.ResolveForSigning(options.key()));
     audit.set_key(key->uri());
-    RETURN_IF_ERROR(engine_.Sign(key, message, out, {options.opaque(), options.pss()}, gate_.Deadline(*ctx)));
+    RETURN_IF_ERROR(engine_.Sign(key, message, out, {options.opaque(), options.pss()}, call.deadline));
     return out.Flush();
   });
 }
 
 grpc::Status AgentService::Verify(grpc::ServerContext* ctx,
                                   grpc::ServerReaderWriter<v1::VerifyResponse, v1::VerifyRequest>* stream) {
-  RETURN_GRPC_IF_ERROR(gate_.Authorize(*ctx).status());
-  RequestStream requests(ctx, stream);
-  v1::VerifyRequest first;
-  RETURN_GRPC_IF_ERROR(requests.ReadOptions(&first));
-  const v1::VerifyOptions& options = first.options();
-  auto vopts = VerifyOptionsFromProto(options);
-  if (!vopts.ok()) return ToGrpcStatus(vopts.status());
-  decltype(requests)::Part message(&requests, v1::VerifyRequest::kData, MaxEncodedBytes(options_.max_message_bytes),
-                                   TooLarge(options_.max_message_bytes, true));
-  decltype(requests)::Part content(&requests, v1::VerifyRequest::kContent, options_.max_message_bytes,
-                                   TooLarge(options_.max_message_bytes, false));
-  auto result = engine_.Verify(message, &content, *vopts);
-  if (!result.ok()) return ToGrpcStatus(result.status());
-  v1::VerifyResponse head;
-  ToProto(*result, head.mutable_result());
-  contacts_.LearnFrom(*result, *vopts, gate_.Deadline(*ctx));
-  stream->Write(head);
-  ResponseSink out(stream);
-  out.Write(result->content);
-  return ToGrpcStatus(out.Flush());
+  return gate_.Serve(*ctx, [&](const Call& call) -> absl::Status {
+    RequestStream requests(ctx, stream);
+    v1::VerifyRequest first;
+    RETURN_IF_ERROR(requests.ReadOptions(&first));
+    const v1::VerifyOptions& options = first.options();
+    ASSIGN_OR_RETURN(agent::VerifyOptions vopts, VerifyOptionsFromProto(options));
+    decltype(requests)::Part message(&requests, v1::VerifyRequest::kData,
+                                     MaxEncodedBytes(options_.max_message_bytes),
+                                     TooLarge(options_.max_message_bytes, true));
+    decltype(requests)::Part content(&requests, v1::VerifyRequest::kContent, options_.max_message_bytes,
+                                     TooLarge(options_.max_message_bytes, false));
+    ASSIGN_OR_RETURN(VerifyResult result, engine_.Verify(message, &content, vopts));
+    v1::VerifyResponse head;
+    ToProto(result, head.mutable_result());
+    contacts_.LearnFrom(result, vopts, call.deadline);
+    stream->Write(head);
+    ResponseSink out(stream);
+    out.Write(result.content);
+    return out.Flush();
+  });
 }
 
 grpc::Status AgentService::Encrypt(grpc::ServerContext* ctx,
@@ -361,7 +361,7 @@ grpc::Status AgentService::Encrypt(grpc::ServerContext* ctx,
   decltype(requests)::Part message(&requests, v1::EncryptRequest::kData, options_.max_message_bytes,
                                    TooLarge(options_.max_message_bytes, false));
   ResponseSink out(stream);
-  auto encrypt = [&](AuditRecord* audit) -> absl::Status {
+  auto encrypt = [&](const Call& call, AuditRecord* audit) -> absl::Status {
     RETURN_IF_ERROR(read);
     ASSIGN_OR_RETURN(std::vector<CertPtr> recipients, ParseCertList(options.recipients(), "recipient certificate"));
     for (const std::string& email : options.recipient_emails()) {
@@ -381,19 +381,18 @@ grpc::Status AgentService::Encrypt(grpc::ServerContext* ctx,
       ASSIGN_OR_RETURN(auto key, gate_.ResolveForSigning(options.sign_with()));
       audit->set_key(key->uri());
       RETURN_IF_ERROR(engine_.SignAndEncrypt(key, message, out, {options.sign_opaque(), false},
-                                             std::move(recipients), eopts, gate_.Deadline(*ctx)));
+                                             std::move(recipients), eopts, call.deadline));
     }
     return out.Flush();
   };
   if (options.has_sign_with()) {
     return gate_.Audited(*ctx, "smime_sign_encrypt", SelectorForAudit(options.sign_with()),
-                        [&](AuditRecord& audit) -> absl::Status {
+                        [&](const Call& call, AuditRecord& audit) -> absl::Status {
       audit.set_mechanism("cms-sha256");
-      return encrypt(&audit);
+      return encrypt(call, &audit);
     });
   }
-  RETURN_GRPC_IF_ERROR(gate_.Authorize(*ctx).status());
-  return ToGrpcStatus(encrypt(nullptr));
+  return gate_.Serve(*ctx, [&](const Call& call) { return encrypt(call, nullptr); });
 }
 
 grpc::Status AgentService::Decrypt(grpc::ServerContext* ctx,
@@ -406,8 +405,9 @@ grpc::Status AgentService::Decrypt(grpc::ServerContext* ctx,
                                    TooLarge(options_.max_message_bytes, true));
   absl::StatusOr<DecryptVerifyResult> result = absl::UnknownError("not run");
   std::optional<agent::VerifyOptions> verify;
+  absl::Time deadline;
   std::string described = options.has_key() ? SelectorForAudit(options.key()) : "-";
-  grpc::Status status = gate_.Audited(*ctx, "smime_decrypt", described, [&](AuditRecord& audit) -> absl::Status {
+  grpc::Status status = gate_.Audited(*ctx, "smime_decrypt", described, [&](const Call& call, AuditRecord& audit) -> absl::Status {
     RETURN_IF_ERROR(read);
     audit.set_mechanism("cms");
     if (options.has_verify()) {
@@ -417,7 +417,8 @@ grpc::Status AgentService::Decrypt(grpc::ServerContext* ctx,
     if (options.has_key()) {
       ASSIGN_OR_RETURN(only, gate_.Resolve(options.key()));
     }
-    result = engine_.DecryptAndVerify(message, gate_.Deadline(*ctx), only, verify);
+    deadline = call.deadline;
+    result = engine_.DecryptAndVerify(message, call.deadline, only, verify);
     if (result.ok()) audit.set_key(result->decrypted.key_uri);
     return result.status();
   });
@@ -429,7 +430,7 @@ grpc::Status AgentService::Decrypt(grpc::ServerContext* ctx,
   head.mutable_result()->set_is_signed(decrypted.is_signed);
   if (result->verified) {
     ToProto(*result->verified, head.mutable_result()->mutable_verified());
-    contacts_.LearnFrom(*result->verified, *verify, gate_.Deadline(*ctx));
+    contacts_.LearnFrom(*result->verified, *verify, deadline);
   }
   stream->Write(head);
   ResponseSink out(stream);
