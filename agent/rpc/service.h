@@ -1,5 +1,7 @@
 // The Agent gRPC service: each handler authorizes the caller, validates,
-// resolves the key, calls the token and maps the result (STYLE.md §9).
+// resolves the key, calls the token or the engine and maps the result
+// (STYLE.md §9). Key handlers: service.cc; S/MIME stream handlers:
+// service_smime.cc.
 #ifndef SMIME_AGENT_RPC_SERVICE_H_
 #define SMIME_AGENT_RPC_SERVICE_H_
 
