@@ -742,4 +742,27 @@ absl::StatusOr<DecryptResult> SmimeEngine::Decrypt(ByteSource& input, absl::Time
   return result;
 }
 
+absl::StatusOr<DecryptVerifyResult> SmimeEngine::DecryptAndVerify(ByteSource& input, absl::Time deadline,
+                                                                   std::shared_ptr<const tokens::Key> only_key,
+                                                                   const std::optional<VerifyOptions>& verify) const {
+  ASSIGN_OR_RETURN(DecryptResult decrypted, Decrypt(input, deadline, std::move(only_key)));
+  DecryptVerifyResult result{std::move(decrypted), absl::OkStatus(), std::nullopt};
+  if (!verify) return result;
+  if (!result.decrypted.is_signed) {
+    result.verify_status = absl::FailedPreconditionError("the decrypted message is not signed");
+    return result;
+  }
+  StringSource inner(result.decrypted.content);
+  absl::StatusOr<VerifyResult> verified = Verify(inner, nullptr, *verify);
+  if (!verified.ok()) {
+    result.verify_status = absl::Status(verified.status().code(),
+                                        absl::StrCat("decrypted, but the signed message inside does not verify: ",
+                                                     verified.status().message()));
+    return result;
+  }
+  result.decrypted.content = std::move(verified->content);
+  result.verified = std::move(*verified);
+  return result;
+}
+
 }  // namespace smime::agent

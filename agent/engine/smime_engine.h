@@ -80,6 +80,19 @@ struct DecryptResult {
   bool is_signed = false;
 };
 
+// What DecryptAndVerify found. The decryption stands on its own (it is the
+// private-key operation, and what the audit line records); the check of the
+// signed message inside has its own outcome.
+struct DecryptVerifyResult {
+  // After a verification that passed, its content is the signed content
+  // inside; after one that failed, it must not leave the agent.
+  DecryptResult decrypted;
+  // OK when no verification was asked for.
+  absl::Status verify_status;
+  // Set when the verification passed (its content moved to `decrypted`).
+  std::optional<VerifyResult> verified;
+};
+
 // Parses one or more certificates: DER, PEM, or a PEM bundle.
 absl::StatusOr<std::vector<CertPtr>> ParseCertificates(absl::string_view data);
 
@@ -113,6 +126,13 @@ class SmimeEngine {
   // `only_key`, uses that key or fails.
   absl::StatusOr<DecryptResult> Decrypt(ByteSource& input, absl::Time deadline,
                                         std::shared_ptr<const tokens::Key> only_key = nullptr) const;
+  // Decrypt, then (with `verify`) Verify the signed message inside, in one
+  // call. The status is the decryption's; a decrypted message that is not
+  // signed, or does not verify, fails `verify_status` (FAILED_PRECONDITION,
+  // or Verify's code with a message that says it was decrypted).
+  absl::StatusOr<DecryptVerifyResult> DecryptAndVerify(ByteSource& input, absl::Time deadline,
+                                                       std::shared_ptr<const tokens::Key> only_key,
+                                                       const std::optional<VerifyOptions>& verify) const;
 
  private:
   tokens::Token* token_;

@@ -16,8 +16,9 @@
 namespace smime::agent {
 
 CallGate::CallGate(tokens::Token* token, const PeerRegistry* peers, const AuditLog* audit,
-                   absl::Duration default_deadline, absl::string_view request_tag)
-    : token_(token), peers_(peers), audit_(audit), default_deadline_(default_deadline),
+                   absl::Duration default_deadline, absl::string_view request_tag,
+                   std::function<absl::Time()> clock)
+    : token_(token), peers_(peers), audit_(audit), default_deadline_(default_deadline), clock_(std::move(clock)),
       own_uid_(::geteuid()) {
   unsigned char r[3];
   if (RAND_bytes(r, sizeof(r)) != 1) r[0] = r[1] = r[2] = 0;
@@ -29,8 +30,20 @@ std::string CallGate::NextRequestId() {
   return absl::StrCat(request_prefix_, "-", ++request_counter_);
 }
 
-absl::StatusOr<PeerCred> CallGate::Authorize(const grpc::ServerContext& ctx) const {
-  std::optional<PeerCred> cred = peers_->LookupPeer(ctx.peer());
+absl::Time CallDeadline(std::chrono::system_clock::time_point client_deadline, absl::Time now,
+                        absl::Duration default_deadline) {
+  absl::Time fallback = now + default_deadline;
+  if (client_deadline == std::chrono::system_clock::time_point::max()) return fallback;
+  absl::Time t = absl::FromChrono(client_deadline);
+  return t < fallback ? t : fallback;
+}
+
+absl::StatusOr<Call> CallGate::Admit(const grpc::ServerContext& ctx) const {
+  return Admit(peers_->LookupPeer(ctx.peer()), ctx.deadline());
+}
+
+absl::StatusOr<Call> CallGate::Admit(const std::optional<PeerCred>& cred,
+                                     std::chrono::system_clock::time_point client_deadline) const {
   if (!cred) {
     return absl::PermissionDeniedError("the agent cannot identify the caller's uid");
   }
@@ -39,15 +52,7 @@ absl::StatusOr<PeerCred> CallGate::Authorize(const grpc::ServerContext& ctx) con
     return absl::PermissionDeniedError(absl::StrCat(
         "uid ", cred->uid, " may not use this agent; it serves uid ", own_uid_, " only"));
   }
-  return *cred;
-}
-
-absl::Time CallGate::Deadline(const grpc::ServerContext& ctx) const {
-  absl::Time fallback = absl::Now() + default_deadline_;
-  auto d = ctx.deadline();
-  if (d == std::chrono::system_clock::time_point::max()) return fallback;
-  absl::Time t = absl::FromChrono(d);
-  return t < fallback ? t : fallback;
+  return Call{*cred, CallDeadline(client_deadline, clock_(), default_deadline_)};
 }
 
 template <typename ResolveFn>

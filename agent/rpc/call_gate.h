@@ -1,8 +1,7 @@
 // What every gRPC handler does around its work, in one place for both
 // services (Agent and Lifecycle): identify and authorize the caller
-// (SO_PEERCRED, the agent's uid or root), bound the call by its deadline,
-// resolve a key selector, and write the one audit line of a private-key
-// operation.
+// (SO_PEERCRED, the agent's uid or root), fix the call's deadline, resolve a
+// key selector, and write the one audit line of a private-key operation.
 #ifndef SMIME_AGENT_RPC_CALL_GATE_H_
 #define SMIME_AGENT_RPC_CALL_GATE_H_
 
@@ -10,10 +9,14 @@
 #include <sys/types.h>
 
 #include <atomic>
+#include <chrono>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "agent/rpc/audit.h"
 #include "agent/rpc/grpc_status.h"
@@ -23,21 +26,40 @@
 
 namespace smime::agent {
 
+// The deadline of a call that arrives at `now`: the client's, but never
+// later than `now + default_deadline`, which is also the deadline of a call
+// whose client set none (`client_deadline` time_point::max(), as gRPC has
+// it then).
+absl::Time CallDeadline(std::chrono::system_clock::time_point client_deadline, absl::Time now,
+                        absl::Duration default_deadline);
+
+// A call the gate let in. Its deadline is computed once, when the call is
+// admitted, and every step of the call (token session wait, key operation,
+// contact write) is bound by that one value: read again at each step, a call
+// without a client deadline would get a fresh default at each.
+struct Call {
+  PeerCred peer;
+  absl::Time deadline;
+};
+
 class CallGate {
  public:
   // `request_tag` starts every request id this gate hands out, to tell the
-  // services apart in the log.
+  // services apart in the log. `clock` tells the time calls arrive at (a
+  // test's own clock; absl::Now otherwise).
   CallGate(tokens::Token* token, const PeerRegistry* peers, const AuditLog* audit,
-           absl::Duration default_deadline, absl::string_view request_tag = "");
+           absl::Duration default_deadline, absl::string_view request_tag = "",
+           std::function<absl::Time()> clock = absl::Now);
   CallGate(const CallGate&) = delete;
   CallGate& operator=(const CallGate&) = delete;
 
-  // The caller's credentials; PERMISSION_DENIED unless it runs as the
-  // agent's uid or root.
-  absl::StatusOr<PeerCred> Authorize(const grpc::ServerContext& ctx) const;
-  // The call's deadline, or the default when the caller set none (and never
-  // later than the default).
-  absl::Time Deadline(const grpc::ServerContext& ctx) const;
+  // The caller of `ctx`, if it may call (see below), and the call's deadline.
+  absl::StatusOr<Call> Admit(const grpc::ServerContext& ctx) const;
+  // The same for a caller with credentials `peer` (nullopt: unknown) and a
+  // client deadline `client_deadline`. PERMISSION_DENIED unless the caller
+  // runs as the agent's uid or root.
+  absl::StatusOr<Call> Admit(const std::optional<PeerCred>& peer,
+                             std::chrono::system_clock::time_point client_deadline) const;
   // The one key `sel` names; looks at the token again (rate-limited) when it
   // names none, for keys another tool just added.
   absl::StatusOr<std::shared_ptr<const tokens::Key>> Resolve(const v1::KeySelector& sel) const;
@@ -46,17 +68,26 @@ class CallGate {
   absl::StatusOr<std::shared_ptr<const tokens::Key>> ResolveForSigning(const v1::KeySelector& sel) const;
   std::string NextRequestId();
 
-  // Runs `body` for an authorized caller and writes the operation's one
-  // audit line, whatever the outcome.
+  // Runs `body(const Call&)` (returning absl::Status) for an admitted
+  // caller: a handler that touches no private key.
+  template <typename Body>
+  grpc::Status Serve(const grpc::ServerContext& ctx, Body body) const {
+    absl::StatusOr<Call> call = Admit(ctx);
+    if (!call.ok()) return ToGrpcStatus(call.status());
+    return ToGrpcStatus(body(*call));
+  }
+
+  // Runs `body(const Call&, AuditRecord&)` for an admitted caller and writes
+  // the operation's one audit line, whatever the outcome.
   template <typename Body>
   grpc::Status Audited(const grpc::ServerContext& ctx, const char* op, std::string key_description,
                        Body body) {
     const std::string rid = NextRequestId();
-    auto peer = Authorize(ctx);
-    AuditRecord audit(*audit_, op, rid, peer.ok() ? peer->uid : static_cast<uid_t>(-1),
-                      peer.ok() ? peer->pid : 0);
+    absl::StatusOr<Call> call = Admit(ctx);
+    AuditRecord audit(*audit_, op, rid, call.ok() ? call->peer.uid : static_cast<uid_t>(-1),
+                      call.ok() ? call->peer.pid : 0);
     audit.set_key(std::move(key_description));
-    absl::Status status = peer.ok() ? body(audit) : peer.status();
+    absl::Status status = call.ok() ? body(*call, audit) : call.status();
     return ToGrpcStatus(audit.Result(status), rid);
   }
 
@@ -71,6 +102,7 @@ class CallGate {
   const PeerRegistry* peers_;
   const AuditLog* audit_;
   absl::Duration default_deadline_;
+  std::function<absl::Time()> clock_;
   uid_t own_uid_;
   std::string request_prefix_;
   std::atomic<uint64_t> request_counter_{0};

@@ -3,6 +3,8 @@
 #include <google/protobuf/descriptor.h>
 #include <google/protobuf/reflection.h>
 
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
 #include "common/utf8.h"
 #include "tokens/certificate.h"
 
@@ -78,6 +80,53 @@ void ToProto(const tokens::Key& key, const std::string& token_label, v1::KeyInfo
     out->mutable_not_after()->set_seconds(c.not_after);
     out->mutable_not_before()->set_seconds(c.not_before);
   }
+  MakeUtf8Valid(out);
+}
+
+absl::StatusOr<std::vector<CertPtr>> ParseCertList(const google::protobuf::RepeatedPtrField<std::string>& items,
+                                                   absl::string_view what) {
+  std::vector<CertPtr> out;
+  for (const std::string& item : items) {
+    auto certs = ParseCertificates(item);
+    if (!certs.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(what, ": ", certs.status().message()));
+    }
+    out.insert(out.end(), certs->begin(), certs->end());
+  }
+  return out;
+}
+
+absl::StatusOr<VerifyOptions> FromProto(const v1::VerifyOptions& options) {
+  VerifyOptions vopts;
+  ASSIGN_OR_RETURN(vopts.trust_anchors, ParseCertList(options.trust_anchors(), "trusted CA certificate"));
+  ASSIGN_OR_RETURN(vopts.extra_certs, ParseCertList(options.extra_certs(), "intermediate certificate"));
+  if (options.has_at()) vopts.at = absl::FromUnixSeconds(options.at().seconds());
+  vopts.at_signing_time = options.at_signing_time();
+  vopts.signature_only = options.signature_only();
+  vopts.any_purpose = options.any_purpose();
+  vopts.binary = options.binary();
+  return vopts;
+}
+
+EncryptOptions FromProto(const v1::EncryptOptions& options) {
+  EncryptOptions eopts;
+  eopts.oaep = options.oaep();
+  switch (options.cipher()) {
+    case v1::CONTENT_CIPHER_AES128_CBC: eopts.cipher = Cipher::kAes128Cbc; break;
+    case v1::CONTENT_CIPHER_AES256_GCM: eopts.cipher = Cipher::kAes256Gcm; break;
+    default: eopts.cipher = Cipher::kAes256Cbc; break;
+  }
+  return eopts;
+}
+
+void ToProto(const VerifyResult& result, v1::VerifyResult* out) {
+  for (const SignerInfo& s : result.signers) {
+    v1::Signer* signer = out->add_signers();
+    signer->set_subject(s.subject);
+    for (const std::string& e : s.emails) signer->add_emails(e);
+    if (s.signing_time) signer->mutable_signing_time()->set_seconds(absl::ToUnixSeconds(*s.signing_time));
+  }
+  out->set_from_mismatch(result.from_mismatch);
   MakeUtf8Valid(out);
 }
 

@@ -67,12 +67,12 @@ LifecycleService::LifecycleService(tokens::Token* token, CertificateImporter* im
 
 grpc::Status LifecycleService::CreateCsr(grpc::ServerContext* ctx, const v1::CreateCsrRequest* req,
                                          v1::CreateCsrResponse* resp) {
-  return gate_.Audited(*ctx, "csr", SelectorForAudit(req->key()), [&](AuditRecord& audit) -> absl::Status {
+  return gate_.Audited(*ctx, "csr", SelectorForAudit(req->key()), [&](const Call& call, AuditRecord& audit) -> absl::Status {
     ASSIGN_OR_RETURN(auto key, gate_.Resolve(req->key()));
     audit.set_key(key->uri());
     audit.set_mechanism(key->algorithm() == tokens::KeyAlgorithm::kEc ? "ecdsa-sha256" : "rsa-pkcs1-sha256");
     CsrSpec spec{req->subject(), {req->emails().begin(), req->emails().end()}};
-    ASSIGN_OR_RETURN(*resp->mutable_csr_der(), MakeCsr(token_, key, spec, gate_.Deadline(*ctx)));
+    ASSIGN_OR_RETURN(*resp->mutable_csr_der(), MakeCsr(token_, key, spec, call.deadline));
     agent::ToProto(*key, token_->label(), resp->mutable_key());
     return absl::OkStatus();
   });
@@ -83,10 +83,10 @@ grpc::Status LifecycleService::ImportCertificates(grpc::ServerContext* ctx,
                                                   v1::ImportCertificatesResponse* resp) {
   // Not a private-key operation, but it changes what the token signs with
   // and which chain it sends: audited all the same.
-  return gate_.Audited(*ctx, "import_certificates", "-", [&](AuditRecord& audit) -> absl::Status {
+  return gate_.Audited(*ctx, "import_certificates", "-", [&](const Call& call, AuditRecord& audit) -> absl::Status {
     audit.set_mechanism("x509");
     ASSIGN_OR_RETURN(std::vector<ImportedCertificate> imported,
-                     importer_->Import(req->certificates(), absl::Now(), gate_.Deadline(*ctx)));
+                     importer_->Import(req->certificates(), absl::Now(), call.deadline));
     for (const ImportedCertificate& c : imported) {
       ToProto(c, token_->label(), resp->add_certificates());
       if (c.key) audit.set_key(c.key->uri());
@@ -98,7 +98,7 @@ grpc::Status LifecycleService::ImportCertificates(grpc::ServerContext* ctx,
 grpc::Status LifecycleService::ImportPkcs12(grpc::ServerContext* ctx, const v1::ImportPkcs12Request* req,
                                             v1::ImportPkcs12Response* resp) {
   // Private key bytes pass through here on their way to the token.
-  return gate_.Audited(*ctx, "import_p12", "-", [&](AuditRecord& audit) -> absl::Status {
+  return gate_.Audited(*ctx, "import_p12", "-", [&](const Call& call, AuditRecord& audit) -> absl::Status {
     audit.set_mechanism("pkcs12");
     tokens::SecretBuffer password(req->password().data(), req->password().size());
     // The request's copy is wiped at once (gRPC owns the message, which is
@@ -107,7 +107,7 @@ grpc::Status LifecycleService::ImportPkcs12(grpc::ServerContext* ctx, const v1::
     OPENSSL_cleanse(sent->data(), sent->size());
     sent->clear();
     ASSIGN_OR_RETURN(ImportedPkcs12 imported,
-                     importer_->ImportPkcs12(req->pkcs12(), password, absl::Now(), gate_.Deadline(*ctx)));
+                     importer_->ImportPkcs12(req->pkcs12(), password, absl::Now(), call.deadline));
     password.Wipe();
     audit.set_key(imported.key->uri());
     agent::ToProto(*imported.key, token_->label(), resp->mutable_key());
@@ -121,7 +121,7 @@ grpc::Status LifecycleService::ImportPkcs12(grpc::ServerContext* ctx, const v1::
 grpc::Status LifecycleService::RetireKey(grpc::ServerContext* ctx, const v1::RetireKeyRequest* req,
                                          v1::RetireKeyResponse* resp) {
   const char* operation = req->reinstate() ? "reinstate" : "retire";
-  return gate_.Audited(*ctx, operation, SelectorForAudit(req->key()), [&](AuditRecord& audit) -> absl::Status {
+  return gate_.Audited(*ctx, operation, SelectorForAudit(req->key()), [&](const Call& call, AuditRecord& audit) -> absl::Status {
     audit.set_mechanism("cka-end-date");
     ASSIGN_OR_RETURN(auto key, gate_.Resolve(req->key()));
     audit.set_key(key->uri());
@@ -131,9 +131,9 @@ grpc::Status LifecycleService::RetireKey(grpc::ServerContext* ctx, const v1::Ret
         return absl::FailedPreconditionError(
             absl::StrCat("key \"", key->label(), "\" (id ", key->id_hex(), ") is not retired"));
       }
-      RETURN_IF_ERROR(token_->ReinstateKey(*key, gate_.Deadline(*ctx)));
+      RETURN_IF_ERROR(token_->ReinstateKey(*key, call.deadline));
     } else {
-      RETURN_IF_ERROR(token_->RetireKey(*key, now, gate_.Deadline(*ctx)));
+      RETURN_IF_ERROR(token_->RetireKey(*key, now, call.deadline));
     }
     auto keys = token_->Keys();
     for (const auto& k : *keys) {
@@ -147,7 +147,7 @@ grpc::Status LifecycleService::RetireKey(grpc::ServerContext* ctx, const v1::Ret
 
 grpc::Status LifecycleService::DeleteKey(grpc::ServerContext* ctx, const v1::DeleteKeyRequest* req,
                                          v1::DeleteKeyResponse* resp) {
-  return gate_.Audited(*ctx, "delete_key", SelectorForAudit(req->key()), [&](AuditRecord& audit) -> absl::Status {
+  return gate_.Audited(*ctx, "delete_key", SelectorForAudit(req->key()), [&](const Call& call, AuditRecord& audit) -> absl::Status {
     audit.set_mechanism("destroy");
     ASSIGN_OR_RETURN(auto key, gate_.Resolve(req->key()));
     audit.set_key(key->uri());
@@ -157,7 +157,7 @@ grpc::Status LifecycleService::DeleteKey(grpc::ServerContext* ctx, const v1::Del
                                                      "open; confirm with --yes (or retire it instead)"));
     }
     agent::ToProto(*key, token_->label(), resp->mutable_key());
-    ASSIGN_OR_RETURN(size_t n, token_->DeleteKey(*key, gate_.Deadline(*ctx)));
+    ASSIGN_OR_RETURN(size_t n, token_->DeleteKey(*key, call.deadline));
     resp->set_objects_destroyed(static_cast<uint32_t>(n));
     return absl::OkStatus();
   });
@@ -165,68 +165,68 @@ grpc::Status LifecycleService::DeleteKey(grpc::ServerContext* ctx, const v1::Del
 
 grpc::Status LifecycleService::ListContacts(grpc::ServerContext* ctx, const v1::ListContactsRequest*,
                                             v1::ListContactsResponse* resp) {
-  RETURN_GRPC_IF_ERROR(gate_.Authorize(*ctx).status());
-  for (const auto& cert : token_->OtherCertificates()) {
-    tokens::CertificateSummary s = tokens::Summarize(cert.get());
-    if (s.is_ca) continue;
-    v1::Contact* c = resp->add_contacts();
-    for (const std::string& e : s.emails) c->add_emails(e);
-    c->set_subject(s.subject);
-    c->set_issuer(s.issuer);
-    c->mutable_not_before()->set_seconds(s.not_before);
-    c->mutable_not_after()->set_seconds(s.not_after);
-    c->set_sha256_fingerprint(Sha256Hex(tokens::CertificateDer(cert.get())));
-  }
-  MakeUtf8Valid(resp);
-  return grpc::Status::OK;
+  return gate_.Serve(*ctx, [&](const Call&) -> absl::Status {
+    for (const auto& cert : token_->OtherCertificates()) {
+      tokens::CertificateSummary s = tokens::Summarize(cert.get());
+      if (s.is_ca) continue;
+      v1::Contact* c = resp->add_contacts();
+      for (const std::string& e : s.emails) c->add_emails(e);
+      c->set_subject(s.subject);
+      c->set_issuer(s.issuer);
+      c->mutable_not_before()->set_seconds(s.not_before);
+      c->mutable_not_after()->set_seconds(s.not_after);
+      c->set_sha256_fingerprint(Sha256Hex(tokens::CertificateDer(cert.get())));
+    }
+    MakeUtf8Valid(resp);
+    return absl::OkStatus();
+  });
 }
 
 grpc::Status LifecycleService::DescribePublication(grpc::ServerContext* ctx,
                                                    const v1::DescribePublicationRequest* req,
                                                    v1::DescribePublicationResponse* resp) {
-  RETURN_GRPC_IF_ERROR(gate_.Authorize(*ctx).status());
-  std::shared_ptr<X509> cert;
-  if (req->has_key()) {
-    auto key = gate_.Resolve(req->key());
-    if (!key.ok()) return ToGrpcStatus(key.status());
-    if ((*key)->certificate() == nullptr) {
-      return ToGrpcStatus(absl::FailedPreconditionError(
-          absl::StrCat("key \"", (*key)->label(), "\" has no certificate on the token; import one first")));
-    }
-    cert = (*key)->certificates().front();
-  } else if (req->source_case() == v1::DescribePublicationRequest::kCertificate) {
-    auto certs = ParseCertificateFile(req->certificate());
-    if (!certs.ok()) return ToGrpcStatus(certs.status());
-    // A bundle: the person's certificate, not its chain.
-    cert = certs->front();
-    for (const auto& c : *certs) {
-      if (!tokens::Summarize(c.get()).is_ca) {
-        cert = c;
-        break;
+  return gate_.Serve(*ctx, [&](const Call&) -> absl::Status {
+    std::shared_ptr<X509> cert;
+    if (req->has_key()) {
+      ASSIGN_OR_RETURN(auto key, gate_.Resolve(req->key()));
+      if (key->certificate() == nullptr) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("key \"", key->label(), "\" has no certificate on the token; import one first"));
       }
+      cert = key->certificates().front();
+    } else if (req->source_case() == v1::DescribePublicationRequest::kCertificate) {
+      ASSIGN_OR_RETURN(std::vector<std::shared_ptr<X509>> certs, ParseCertificateFile(req->certificate()));
+      // A bundle: the person's certificate, not its chain.
+      cert = certs.front();
+      for (const auto& c : certs) {
+        if (!tokens::Summarize(c.get()).is_ca) {
+          cert = c;
+          break;
+        }
+      }
+    } else {
+      return absl::InvalidArgumentError("give the certificate or the key whose certificate to publish");
     }
-  } else {
-    return ToGrpcStatus(absl::InvalidArgumentError("give the certificate or the key whose certificate to publish"));
-  }
-  auto set = agent::DescribePublication(cert.get(), {req->url_base(), req->full()}, absl::Now());
-  if (!set.ok()) return ToGrpcStatus(set.status());
-  for (const Publication& p : set->publications) {
-    v1::Publication* out = resp->add_publications();
-    out->set_email(p.email);
-    out->set_well_known_file(p.well_known_file);
-    out->set_url(p.url);
-    ToProto(p.txt, out->mutable_txt());
-    ToProto(p.smimea, out->mutable_smimea());
-    out->set_smimea_usage(static_cast<uint32_t>(p.smimea_usage));
-    out->set_smimea_selector(static_cast<uint32_t>(p.smimea_selector));
-    out->set_smimea_matching_type(static_cast<uint32_t>(p.smimea_matching_type));
-    out->set_smimea_data(p.smimea_data);
-  }
-  resp->set_certificate_pem(set->certificate_pem);
-  resp->set_subject(set->subject);
-  for (const std::string& w : set->warnings) resp->add_warnings(w);
-  MakeUtf8Valid(resp);
-  return grpc::Status::OK;
+    ASSIGN_OR_RETURN(PublicationSet set,
+                     agent::DescribePublication(cert.get(), {req->url_base(), req->full()}, absl::Now()));
+    for (const Publication& p : set.publications) {
+      v1::Publication* out = resp->add_publications();
+      out->set_email(p.email);
+      out->set_well_known_file(p.well_known_file);
+      out->set_url(p.url);
+      ToProto(p.txt, out->mutable_txt());
+      ToProto(p.smimea, out->mutable_smimea());
+      out->set_smimea_usage(static_cast<uint32_t>(p.smimea_usage));
+      out->set_smimea_selector(static_cast<uint32_t>(p.smimea_selector));
+      out->set_smimea_matching_type(static_cast<uint32_t>(p.smimea_matching_type));
+      out->set_smimea_data(p.smimea_data);
+    }
+    resp->set_certificate_pem(set.certificate_pem);
+    resp->set_subject(set.subject);
+    for (const std::string& w : set.warnings) resp->add_warnings(w);
+    MakeUtf8Valid(resp);
+    return absl::OkStatus();
+  });
 }
 
 }  // namespace smime::agent

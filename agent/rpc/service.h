@@ -1,5 +1,7 @@
 // The Agent gRPC service: each handler authorizes the caller, validates,
-// resolves the key, calls the token and maps the result (STYLE.md §9).
+// resolves the key, calls the token or the engine and maps the result
+// (STYLE.md §9). Key handlers: service.cc; S/MIME stream handlers:
+// service_smime.cc.
 #ifndef SMIME_AGENT_RPC_SERVICE_H_
 #define SMIME_AGENT_RPC_SERVICE_H_
 
@@ -9,6 +11,7 @@
 #include "agent/rpc/audit.h"
 #include "agent/rpc/call_gate.h"
 #include "agent/engine/cert_import.h"
+#include "agent/engine/contacts.h"
 #include "agent/engine/key_resolver.h"
 #include "agent/rpc/listener.h"
 #include "agent/engine/smime_engine.h"
@@ -17,13 +20,6 @@
 #include "tokens/token.h"
 
 namespace smime::agent {
-
-// The certificate to encrypt to for `email`: among the token's
-// correspondent certificates and its keys' certificates (not CA ones), the
-// newest (notBefore) valid at `now`; else an expired one (the policy then
-// says why); NOT_FOUND when none carries the address.
-absl::StatusOr<std::shared_ptr<X509>> ContactCertificate(const tokens::Token& token, absl::string_view email,
-                                                         absl::Time now);
 
 struct ServiceOptions {
   // Default wait for a token session when the caller set no deadline.
@@ -63,12 +59,8 @@ class AgentService final : public v1::Agent::Service {
                        grpc::ServerReaderWriter<v1::DecryptResponse, v1::DecryptRequest>* stream) override;
 
  private:
-  // Stores the certificates of signers whose chain verified as contacts
-  // (correspondent certificates), unless they are the token's own keys'.
-  void RememberSigners(const std::vector<SignerInfo>& signers, absl::Time deadline);
-
   tokens::Token* token_;
-  CertificateImporter* importer_;
+  Contacts contacts_;
   SmimeEngine engine_;
   ServiceOptions options_;
   CallGate gate_;
