@@ -34,6 +34,18 @@ class AgentChannel {
   // not have), gRPC's per-message size limit.
   absl::Status Convert(const grpc::Status& status) const;
 
+  // One unary call of `method` on `stub` with the deadline set and the
+  // status converted: the response, or what went wrong.
+  template <typename Stub, typename Req, typename Resp>
+  absl::StatusOr<Resp> Unary(Stub& stub, grpc::Status (Stub::*method)(grpc::ClientContext*, const Req&, Resp*),
+                             const Req& req) const {
+    grpc::ClientContext ctx;
+    Prepare(&ctx);
+    Resp resp;
+    if (absl::Status st = Convert((stub.*method)(&ctx, req, &resp)); !st.ok()) return st;
+    return resp;
+  }
+
  private:
   AgentChannel(std::string socket_path, std::shared_ptr<grpc::Channel> channel, absl::Duration timeout)
       : socket_path_(std::move(socket_path)), channel_(std::move(channel)), timeout_(timeout) {}
