@@ -1,5 +1,5 @@
 // The connection both typed clients (AgentClient, LifecycleClient) use: the
-// socket check, the channel, per-call deadlines, and gRPC statuses turned
+// socket checks, the channel, per-call deadlines, and gRPC statuses turned
 // into messages a user can act on.
 #ifndef SMIME_CLIENT_AGENT_CHANNEL_H_
 #define SMIME_CLIENT_AGENT_CHANNEL_H_
@@ -18,8 +18,10 @@ namespace smime::client {
 
 class AgentChannel {
  public:
-  // A channel to the agent on `socket_path`; UNAVAILABLE, saying what to
-  // do, when no socket is there. Every call gets `timeout`.
+  // A channel to the agent on `socket_path`, once CheckAgentSocket
+  // (client/socket_trust.h) trusts it: UNAVAILABLE, saying what to do, when
+  // no socket is there, PERMISSION_DENIED when it is not safe to use. Every
+  // call gets `timeout`.
   static absl::StatusOr<AgentChannel> Open(const std::string& socket_path, absl::Duration timeout);
 
   const std::shared_ptr<grpc::Channel>& channel() const { return channel_; }
