@@ -1,27 +1,22 @@
 #include "client/agent_channel.h"
 
-#include <sys/stat.h>
-
 #include <chrono>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "common/paths.h"
+#include "client/socket_trust.h"
+#include "common/status_macros.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
 
 namespace smime::client {
 
 absl::StatusOr<AgentChannel> AgentChannel::Open(const std::string& socket_path, absl::Duration timeout) {
-  struct stat st;
-  if (::stat(socket_path.c_str(), &st) != 0 || !S_ISSOCK(st.st_mode)) {
-    return absl::UnavailableError(absl::StrCat("no agent socket at ", socket_path,
-                                               "; start smime-agent or pass --socket / set ", kSocketEnv));
-  }
+  // Before anything is sent: whose socket it is (client/socket_trust.h).
+  ASSIGN_OR_RETURN(std::string checked, CheckAgentSocket(socket_path));
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(-1);
-  auto channel = grpc::CreateCustomChannel(absl::StrCat("unix:", socket_path), grpc::InsecureChannelCredentials(),
-                                           args);
+  auto channel = grpc::CreateCustomChannel(absl::StrCat("unix:", checked), grpc::InsecureChannelCredentials(), args);
   return AgentChannel(socket_path, std::move(channel), timeout);
 }
 

@@ -1,5 +1,5 @@
 // The connection both typed clients (AgentClient, LifecycleClient) use: the
-// socket check, the channel, per-call deadlines, and gRPC statuses turned
+// socket checks, the channel, per-call deadlines, and gRPC statuses turned
 // into messages a user can act on.
 #ifndef SMIME_CLIENT_AGENT_CHANNEL_H_
 #define SMIME_CLIENT_AGENT_CHANNEL_H_
@@ -18,8 +18,10 @@ namespace smime::client {
 
 class AgentChannel {
  public:
-  // A channel to the agent on `socket_path`; UNAVAILABLE, saying what to
-  // do, when no socket is there. Every call gets `timeout`.
+  // A channel to the agent on `socket_path`, once CheckAgentSocket
+  // (client/socket_trust.h) trusts it: UNAVAILABLE, saying what to do, when
+  // no socket is there, PERMISSION_DENIED when it is not safe to use. Every
+  // call gets `timeout`.
   static absl::StatusOr<AgentChannel> Open(const std::string& socket_path, absl::Duration timeout);
 
   const std::shared_ptr<grpc::Channel>& channel() const { return channel_; }
@@ -33,6 +35,18 @@ class AgentChannel {
   // answering"), an UNIMPLEMENTED with no message (a method this agent does
   // not have), gRPC's per-message size limit.
   absl::Status Convert(const grpc::Status& status) const;
+
+  // One unary call of `method` on `stub` with the deadline set and the
+  // status converted: the response, or what went wrong.
+  template <typename Stub, typename Req, typename Resp>
+  absl::StatusOr<Resp> Unary(Stub& stub, grpc::Status (Stub::*method)(grpc::ClientContext*, const Req&, Resp*),
+                             const Req& req) const {
+    grpc::ClientContext ctx;
+    Prepare(&ctx);
+    Resp resp;
+    if (absl::Status st = Convert((stub.*method)(&ctx, req, &resp)); !st.ok()) return st;
+    return resp;
+  }
 
  private:
   AgentChannel(std::string socket_path, std::shared_ptr<grpc::Channel> channel, absl::Duration timeout)

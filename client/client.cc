@@ -55,70 +55,49 @@ absl::Status AgentClient::WaitReady(absl::Duration timeout) {
 }
 
 absl::StatusOr<std::vector<v1::KeyInfo>> AgentClient::ListKeys() {
-  grpc::ClientContext ctx;
-  conn_.Prepare(&ctx);
-  v1::ListKeysRequest req;
-  v1::ListKeysResponse resp;
-  if (absl::Status st = conn_.Convert(stub_->ListKeys(&ctx, req, &resp)); !st.ok()) return st;
+  ASSIGN_OR_RETURN(v1::ListKeysResponse resp, conn_.Unary(*stub_, &v1::Agent::Stub::ListKeys, v1::ListKeysRequest()));
   return std::vector<v1::KeyInfo>(resp.keys().begin(), resp.keys().end());
 }
 
 absl::StatusOr<v1::GetCertificateResponse> AgentClient::GetCertificate(const v1::KeySelector& key) {
-  grpc::ClientContext ctx;
-  conn_.Prepare(&ctx);
   v1::GetCertificateRequest req;
   *req.mutable_key() = key;
-  v1::GetCertificateResponse resp;
-  if (absl::Status st = conn_.Convert(stub_->GetCertificate(&ctx, req, &resp)); !st.ok()) return st;
-  return resp;
+  return conn_.Unary(*stub_, &v1::Agent::Stub::GetCertificate, req);
 }
 
 absl::StatusOr<v1::GetPublicKeyResponse> AgentClient::GetPublicKey(const v1::KeySelector& key) {
-  grpc::ClientContext ctx;
-  conn_.Prepare(&ctx);
   v1::GetPublicKeyRequest req;
   *req.mutable_key() = key;
-  v1::GetPublicKeyResponse resp;
-  if (absl::Status st = conn_.Convert(stub_->GetPublicKey(&ctx, req, &resp)); !st.ok()) return st;
-  return resp;
+  return conn_.Unary(*stub_, &v1::Agent::Stub::GetPublicKey, req);
 }
 
 absl::StatusOr<std::string> AgentClient::SignDigest(const v1::KeySelector& key,
                                                     v1::SignatureAlgorithm algorithm,
                                                     absl::string_view digest) {
-  grpc::ClientContext ctx;
-  conn_.Prepare(&ctx);
   v1::SignDigestRequest req;
   *req.mutable_key() = key;
   req.set_algorithm(algorithm);
   req.set_digest(std::string(digest));
-  v1::SignDigestResponse resp;
-  if (absl::Status st = conn_.Convert(stub_->SignDigest(&ctx, req, &resp)); !st.ok()) return st;
+  ASSIGN_OR_RETURN(v1::SignDigestResponse resp, conn_.Unary(*stub_, &v1::Agent::Stub::SignDigest, req));
   return std::move(*resp.mutable_signature());
 }
 
 absl::StatusOr<std::string> AgentClient::DecryptKey(const v1::KeySelector& key,
                                                     v1::DecryptPadding padding,
                                                     absl::string_view ciphertext) {
-  grpc::ClientContext ctx;
-  conn_.Prepare(&ctx);
   v1::DecryptKeyRequest req;
   *req.mutable_key() = key;
   req.set_padding(padding);
   req.set_ciphertext(std::string(ciphertext));
-  v1::DecryptKeyResponse resp;
-  if (absl::Status st = conn_.Convert(stub_->DecryptKey(&ctx, req, &resp)); !st.ok()) return st;
+  ASSIGN_OR_RETURN(v1::DecryptKeyResponse resp, conn_.Unary(*stub_, &v1::Agent::Stub::DecryptKey, req));
   return std::move(*resp.mutable_plaintext());
 }
 
 absl::StatusOr<v1::KeyInfo> AgentClient::GenerateKey(v1::KeyType type, absl::string_view label) {
-  grpc::ClientContext ctx;
-  conn_.Prepare(&ctx);
   v1::GenerateKeyRequest req;
   req.set_type(type);
   req.set_label(std::string(label));
-  v1::GenerateKeyResponse resp;
-  if (absl::Status st = conn_.Convert(stub_->GenerateKey(&ctx, req, &resp)); !st.ok()) return st;
+  ASSIGN_OR_RETURN(v1::GenerateKeyResponse resp, conn_.Unary(*stub_, &v1::Agent::Stub::GenerateKey, req));
   return std::move(*resp.mutable_key());
 }
 
@@ -155,63 +134,59 @@ grpc::Status Exchange(grpc::ClientReaderWriter<Req, Resp>* rw, const Req& first,
   writer.join();
   return rw->Finish();
 }
+
+// One streaming call of `method`: `options` go in the first request, then
+// the message, under the channel's deadline; the status converted.
+template <typename Req, typename Resp, typename Options, typename OnResponse>
+absl::Status Streamed(const AgentChannel& conn, v1::Agent::Stub& stub,
+                      std::unique_ptr<grpc::ClientReaderWriter<Req, Resp>> (v1::Agent::Stub::*method)(
+                          grpc::ClientContext*),
+                      const Options& options, absl::string_view data, absl::string_view content,
+                      OnResponse on_response) {
+  grpc::ClientContext ctx;
+  conn.Prepare(&ctx);
+  auto rw = (stub.*method)(&ctx);
+  Req first;
+  *first.mutable_options() = options;
+  return conn.Convert(Exchange(rw.get(), first, data, content, on_response));
+}
 }  // namespace
 
 absl::StatusOr<std::string> AgentClient::SignMessage(const v1::SignOptions& options, absl::string_view message) {
-  grpc::ClientContext ctx;
-  conn_.Prepare(&ctx);
-  auto rw = stub_->Sign(&ctx);
-  v1::SignRequest first;
-  *first.mutable_options() = options;
   std::string out;
-  grpc::Status st = Exchange(rw.get(), first, message, "", [&](const v1::SignResponse& r) { out += r.data(); });
-  if (absl::Status s = conn_.Convert(st); !s.ok()) return s;
+  RETURN_IF_ERROR(Streamed(conn_, *stub_, &v1::Agent::Stub::Sign, options, message, "",
+                           [&](const v1::SignResponse& r) { out += r.data(); }));
   return out;
 }
 
 absl::StatusOr<AgentClient::Verified> AgentClient::VerifyMessage(const v1::VerifyOptions& options,
                                                                  absl::string_view message,
                                                                  absl::string_view detached_content) {
-  grpc::ClientContext ctx;
-  conn_.Prepare(&ctx);
-  auto rw = stub_->Verify(&ctx);
-  v1::VerifyRequest first;
-  *first.mutable_options() = options;
   Verified out;
-  grpc::Status st = Exchange(rw.get(), first, message, detached_content, [&](const v1::VerifyResponse& r) {
-    if (r.has_result()) out.result = r.result();
-    out.content += r.data();
-  });
-  if (absl::Status s = conn_.Convert(st); !s.ok()) return s;
+  RETURN_IF_ERROR(Streamed(conn_, *stub_, &v1::Agent::Stub::Verify, options, message, detached_content,
+                           [&](const v1::VerifyResponse& r) {
+                             if (r.has_result()) out.result = r.result();
+                             out.content += r.data();
+                           }));
   return out;
 }
 
 absl::StatusOr<std::string> AgentClient::EncryptMessage(const v1::EncryptOptions& options,
                                                         absl::string_view message) {
-  grpc::ClientContext ctx;
-  conn_.Prepare(&ctx);
-  auto rw = stub_->Encrypt(&ctx);
-  v1::EncryptRequest first;
-  *first.mutable_options() = options;
   std::string out;
-  grpc::Status st = Exchange(rw.get(), first, message, "", [&](const v1::EncryptResponse& r) { out += r.data(); });
-  if (absl::Status s = conn_.Convert(st); !s.ok()) return s;
+  RETURN_IF_ERROR(Streamed(conn_, *stub_, &v1::Agent::Stub::Encrypt, options, message, "",
+                           [&](const v1::EncryptResponse& r) { out += r.data(); }));
   return out;
 }
 
 absl::StatusOr<AgentClient::Decrypted> AgentClient::DecryptMessage(absl::string_view message,
                                                                    const v1::DecryptOptions& options) {
-  grpc::ClientContext ctx;
-  conn_.Prepare(&ctx);
-  auto rw = stub_->Decrypt(&ctx);
-  v1::DecryptRequest first;
-  *first.mutable_options() = options;
   Decrypted out;
-  grpc::Status st = Exchange(rw.get(), first, message, "", [&](const v1::DecryptResponse& r) {
-    if (r.has_result()) out.result = r.result();
-    out.content += r.data();
-  });
-  if (absl::Status s = conn_.Convert(st); !s.ok()) return s;
+  RETURN_IF_ERROR(Streamed(conn_, *stub_, &v1::Agent::Stub::Decrypt, options, message, "",
+                           [&](const v1::DecryptResponse& r) {
+                             if (r.has_result()) out.result = r.result();
+                             out.content += r.data();
+                           }));
   return out;
 }
 

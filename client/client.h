@@ -30,8 +30,9 @@ class AgentClient {
   // Every call gets this deadline unless changed.
   static constexpr absl::Duration kDefaultTimeout = absl::Seconds(30);
 
-  // Opens a channel to the agent on `socket_path`. Fails fast (UNAVAILABLE,
-  // with what to do) when no socket is there.
+  // Opens a channel to the agent on `socket_path`. Fails fast, before
+  // anything is sent, when no socket is there (UNAVAILABLE, with what to
+  // do) or when it is not safe to use (AgentChannel::Open).
   static absl::StatusOr<std::unique_ptr<AgentClient>> Connect(const std::string& socket_path,
                                                               absl::Duration timeout = kDefaultTimeout);
 

@@ -22,8 +22,8 @@ class LifecycleClient {
  public:
   static constexpr absl::Duration kDefaultTimeout = absl::Seconds(30);
 
-  // Opens a channel to the agent on `socket_path` (UNAVAILABLE, saying what
-  // to do, when no socket is there). Every call gets `timeout`.
+  // Opens a channel to the agent on `socket_path`, with the checks of
+  // AgentChannel::Open. Every call gets `timeout`.
   static absl::StatusOr<std::unique_ptr<LifecycleClient>> Connect(const std::string& socket_path,
                                                                   absl::Duration timeout = kDefaultTimeout);
 

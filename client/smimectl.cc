@@ -18,32 +18,10 @@
 #include "client/client.h"
 #include "client/smimectl_lifecycle.h"
 #include "common/limits.h"
+#include "common/status_macros.h"
 
 namespace smime::client {
 namespace {
-
-struct Failure {
-  absl::Status status;
-};
-
-// Ends the verb with "smimectl: <message>" and a non-zero exit.
-[[noreturn]] void Die(const absl::Status& status) { throw Failure{status}; }
-
-template <typename T>
-T Check(absl::StatusOr<T> v) {
-  if (!v.ok()) Die(v.status());
-  return std::move(*v);
-}
-
-// Reads `path` whole; `what_limit` says what the limit is, for the error.
-std::string ReadInput(const std::string& path, size_t max_bytes, absl::string_view what_limit = "") {
-  return Check(ReadFileLimited(path, max_bytes, what_limit));
-}
-
-// Writes `data` to `path` ("-" or empty: stdout), all or nothing.
-void WriteOutput(const std::string& path, const std::string& data, mode_t mode = 0644) {
-  if (absl::Status st = WriteFileAtomically(path, data, mode); !st.ok()) Die(st);
-}
 
 std::string Hex(absl::string_view bytes) { return absl::BytesToHexString(bytes); }
 
@@ -88,27 +66,27 @@ void PrintKeyTable(const std::vector<v1::KeyInfo>& keys) {
   }
 }
 
-v1::SignatureAlgorithm ParseAlg(const std::string& s) {
+absl::StatusOr<v1::SignatureAlgorithm> ParseAlg(const std::string& s) {
   if (s == "rsa-pkcs1-sha256") return v1::SIGNATURE_ALGORITHM_RSA_PKCS1_SHA256;
   if (s == "rsa-pss-sha256") return v1::SIGNATURE_ALGORITHM_RSA_PSS_SHA256;
   if (s == "ecdsa-sha256") return v1::SIGNATURE_ALGORITHM_ECDSA_SHA256;
-  Die(absl::InvalidArgumentError(absl::StrCat("unknown --alg \"", s, "\"")));
+  return absl::InvalidArgumentError(absl::StrCat("unknown --alg \"", s, "\""));
 }
 
-v1::DecryptPadding ParsePadding(const std::string& s) {
+absl::StatusOr<v1::DecryptPadding> ParsePadding(const std::string& s) {
   if (s == "pkcs1") return v1::DECRYPT_PADDING_RSA_PKCS1;
   if (s == "oaep-sha1") return v1::DECRYPT_PADDING_RSA_OAEP_SHA1;
   if (s == "oaep-sha256") return v1::DECRYPT_PADDING_RSA_OAEP_SHA256;
-  Die(absl::InvalidArgumentError(absl::StrCat("unknown --padding \"", s, "\"")));
+  return absl::InvalidArgumentError(absl::StrCat("unknown --padding \"", s, "\""));
 }
 
-v1::KeyType ParseKeyType(const std::string& s) {
+absl::StatusOr<v1::KeyType> ParseKeyType(const std::string& s) {
   if (s == "rsa2048") return v1::KEY_TYPE_RSA_2048;
   if (s == "rsa3072") return v1::KEY_TYPE_RSA_3072;
   if (s == "rsa4096") return v1::KEY_TYPE_RSA_4096;
   if (s == "p256") return v1::KEY_TYPE_EC_P256;
   if (s == "p384") return v1::KEY_TYPE_EC_P384;
-  Die(absl::InvalidArgumentError(absl::StrCat("unknown --type \"", s, "\"")));
+  return absl::InvalidArgumentError(absl::StrCat("unknown --type \"", s, "\""));
 }
 
 // The agent's default limits (common/limits.h); the agent checks its own.
@@ -118,7 +96,7 @@ constexpr absl::string_view kMessageLimit = "the largest message the agent signs
 constexpr absl::string_view kEncodedLimit = "the largest signed or encrypted message the agent reads";
 
 // "2026-01-02T03:04:05Z" (RFC 3339) or Unix seconds.
-google::protobuf::Timestamp ParseWhen(const std::string& text) {
+absl::StatusOr<google::protobuf::Timestamp> ParseWhen(const std::string& text) {
   google::protobuf::Timestamp ts;
   int64_t seconds;
   absl::Time t;
@@ -128,9 +106,20 @@ google::protobuf::Timestamp ParseWhen(const std::string& text) {
   } else if (absl::ParseTime(absl::RFC3339_full, text, &t, &err)) {
     ts.set_seconds(absl::ToUnixSeconds(t));
   } else {
-    Die(absl::InvalidArgumentError(absl::StrCat("--at \"", text, "\" is neither RFC 3339 nor Unix seconds")));
+    return absl::InvalidArgumentError(absl::StrCat("--at \"", text, "\" is neither RFC 3339 nor Unix seconds"));
   }
   return ts;
+}
+
+// The --ca files and --at time of a verification (verify, decrypt --verify).
+absl::Status AddTrustAnchors(const std::vector<std::string>& cas, const std::string& at, v1::VerifyOptions* o) {
+  for (const auto& ca : cas) {
+    ASSIGN_OR_RETURN(*o->add_trust_anchors(), ReadFileLimited(ca, kMaxCertificateFileBytes));
+  }
+  if (!at.empty()) {
+    ASSIGN_OR_RETURN(*o->mutable_at(), ParseWhen(at));
+  }
+  return absl::OkStatus();
 }
 
 void PrintSigners(const v1::VerifyResult& result) {
@@ -144,6 +133,14 @@ void PrintSigners(const v1::VerifyResult& result) {
     std::cerr << "smimectl: warning: the signer's certificate does not name the From address "
               << result.from_mismatch() << "\n";
   }
+}
+
+// Every verb ends here: nothing more for success, else "smimectl:
+// <message>" on stderr and 2 for bad input, 1 for the rest.
+int ExitCode(const absl::Status& status) {
+  if (status.ok()) return 0;
+  std::cerr << "smimectl: " << status.message() << "\n";
+  return status.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
 }
 
 int Run(int argc, char** argv) {
@@ -244,15 +241,12 @@ int Run(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
-  if (lifecycle->Selected()) {
-    return lifecycle->Run(ResolveSocketPath(socket), absl::Milliseconds(static_cast<int64_t>(timeout_s * 1000)));
-  }
-
-  try {
-    auto client = Check(AgentClient::Connect(ResolveSocketPath(socket),
-                                             absl::Milliseconds(static_cast<int64_t>(timeout_s * 1000))));
+  std::string socket_path = ResolveSocketPath(socket);
+  absl::Duration timeout = absl::Milliseconds(static_cast<int64_t>(timeout_s * 1000));
+  absl::Status status = lifecycle->Selected() ? lifecycle->Run(socket_path, timeout) : [&]() -> absl::Status {
+    ASSIGN_OR_RETURN(auto client, AgentClient::Connect(socket_path, timeout));
     if (*keys) {
-      auto list = Check(client->ListKeys());
+      ASSIGN_OR_RETURN(auto list, client->ListKeys());
       if (json) {
         nlohmann::json arr = nlohmann::json::array();
         for (const auto& k : list) arr.push_back(KeyJson(k));
@@ -261,42 +255,51 @@ int Run(int argc, char** argv) {
         PrintKeyTable(list);
       }
     } else if (*cert) {
-      auto resp = Check(client->GetCertificate(TextSelector(key_sel)));
-      WriteOutput(out, der ? resp.certificate_der() : Pem("CERTIFICATE", resp.certificate_der()));
+      ASSIGN_OR_RETURN(auto resp, client->GetCertificate(TextSelector(key_sel)));
+      return WriteFileAtomically(out, der ? resp.certificate_der() : Pem("CERTIFICATE", resp.certificate_der()));
     } else if (*pubkey) {
-      auto resp = Check(client->GetPublicKey(TextSelector(key_sel)));
-      WriteOutput(out, Pem("PUBLIC KEY", resp.spki_der()));
+      ASSIGN_OR_RETURN(auto resp, client->GetPublicKey(TextSelector(key_sel)));
+      return WriteFileAtomically(out, Pem("PUBLIC KEY", resp.spki_der()));
     } else if (*sign) {
       std::string hex = std::string(absl::StripAsciiWhitespace(digest_hex));
       bool is_hex = hex.size() % 2 == 0 && !hex.empty() &&
                     std::all_of(hex.begin(), hex.end(), [](char c) { return absl::ascii_isxdigit(c); });
-      if (!is_hex) Die(absl::InvalidArgumentError("--digest must be hex digits"));
+      if (!is_hex) return absl::InvalidArgumentError("--digest must be hex digits");
       std::string digest = absl::HexStringToBytes(hex);
-      auto sig = Check(client->SignDigest(TextSelector(key_sel), ParseAlg(alg), digest));
-      WriteOutput(out, sig);
+      ASSIGN_OR_RETURN(v1::SignatureAlgorithm algorithm, ParseAlg(alg));
+      ASSIGN_OR_RETURN(std::string sig, client->SignDigest(TextSelector(key_sel), algorithm, digest));
+      return WriteFileAtomically(out, sig);
     } else if (*decrypt) {
-      std::string ct = ReadInput(in, 64 * 1024);
-      auto plain = Check(client->DecryptKey(TextSelector(key_sel), ParsePadding(padding), ct));
-      WriteOutput(out, plain, 0600);
+      ASSIGN_OR_RETURN(std::string ct, ReadFileLimited(in, 64 * 1024));
+      ASSIGN_OR_RETURN(v1::DecryptPadding pad, ParsePadding(padding));
+      ASSIGN_OR_RETURN(std::string plain, client->DecryptKey(TextSelector(key_sel), pad, ct));
+      return WriteFileAtomically(out, plain, 0600);
     } else if (*smime_sign) {
       v1::SignOptions o;
       *o.mutable_key() = TextSelector(key_sel);
       o.set_opaque(opaque);
       o.set_pss(pss);
-      WriteOutput(out, Check(client->SignMessage(o, ReadInput(in, kMaxMessageBytes, kMessageLimit))));
+      ASSIGN_OR_RETURN(std::string message, ReadFileLimited(in, kMaxMessageBytes, kMessageLimit));
+      ASSIGN_OR_RETURN(std::string signed_message, client->SignMessage(o, message));
+      return WriteFileAtomically(out, signed_message);
     } else if (*verify) {
       v1::VerifyOptions o;
-      for (const auto& ca : cas) o.add_trust_anchors(ReadInput(ca, 1 << 20));
-      if (!at.empty()) *o.mutable_at() = ParseWhen(at);
+      RETURN_IF_ERROR(AddTrustAnchors(cas, at, &o));
       o.set_at_signing_time(at_signing_time);
       o.set_signature_only(signature_only);
       o.set_binary(binary);
-      for (const auto& u : untrusted) o.add_extra_certs(ReadInput(u, 1 << 20));
-      if (cas.empty() && !signature_only) Die(absl::InvalidArgumentError("give --ca FILE (or --signature-only)"));
-      std::string content = content_file.empty() ? "" : ReadInput(content_file, kMaxMessageBytes, kMessageLimit);
-      auto v = Check(client->VerifyMessage(o, ReadInput(in, kMaxEncodedBytes, kEncodedLimit), content));
+      for (const auto& u : untrusted) {
+        ASSIGN_OR_RETURN(*o.add_extra_certs(), ReadFileLimited(u, kMaxCertificateFileBytes));
+      }
+      if (cas.empty() && !signature_only) return absl::InvalidArgumentError("give --ca FILE (or --signature-only)");
+      std::string content;
+      if (!content_file.empty()) {
+        ASSIGN_OR_RETURN(content, ReadFileLimited(content_file, kMaxMessageBytes, kMessageLimit));
+      }
+      ASSIGN_OR_RETURN(std::string message, ReadFileLimited(in, kMaxEncodedBytes, kEncodedLimit));
+      ASSIGN_OR_RETURN(auto v, client->VerifyMessage(o, message, content));
       PrintSigners(v.result);
-      WriteOutput(out, v.content);
+      return WriteFileAtomically(out, v.content);
     } else if (*encrypt) {
       v1::EncryptOptions o;
       for (const auto& t : to) {
@@ -304,36 +307,37 @@ int Run(int argc, char** argv) {
         if (t.find('@') != std::string::npos && ::access(t.c_str(), F_OK) != 0) {
           o.add_recipient_emails(t);
         } else {
-          o.add_recipients(ReadInput(t, 1 << 20));
+          ASSIGN_OR_RETURN(*o.add_recipients(), ReadFileLimited(t, kMaxCertificateFileBytes));
         }
       }
       if (cipher == "aes256-cbc") o.set_cipher(v1::CONTENT_CIPHER_AES256_CBC);
       else if (cipher == "aes128-cbc") o.set_cipher(v1::CONTENT_CIPHER_AES128_CBC);
       else if (cipher == "aes256-gcm") o.set_cipher(v1::CONTENT_CIPHER_AES256_GCM);
-      else Die(absl::InvalidArgumentError(absl::StrCat("unknown --cipher \"", cipher, "\"")));
+      else return absl::InvalidArgumentError(absl::StrCat("unknown --cipher \"", cipher, "\""));
       o.set_oaep(oaep);
       if (!sign_with.empty()) *o.mutable_sign_with() = TextSelector(sign_with);
-      WriteOutput(out, Check(client->EncryptMessage(o, ReadInput(in, kMaxMessageBytes, kMessageLimit))));
+      ASSIGN_OR_RETURN(std::string message, ReadFileLimited(in, kMaxMessageBytes, kMessageLimit));
+      ASSIGN_OR_RETURN(std::string encrypted, client->EncryptMessage(o, message));
+      return WriteFileAtomically(out, encrypted);
     } else if (*smime_decrypt) {
-      if (also_verify && cas.empty()) Die(absl::InvalidArgumentError("--verify needs --ca"));
+      if (also_verify && cas.empty()) return absl::InvalidArgumentError("--verify needs --ca");
       v1::DecryptOptions dopts;
       if (!key_sel.empty()) *dopts.mutable_key() = TextSelector(key_sel);
-      if (also_verify) {
-        // One call: the agent decrypts, then verifies the signed message inside.
-        v1::VerifyOptions* o = dopts.mutable_verify();
-        for (const auto& ca : cas) o->add_trust_anchors(ReadInput(ca, 1 << 20));
-        if (!at.empty()) *o->mutable_at() = ParseWhen(at);
-      }
-      auto d = Check(client->DecryptMessage(ReadInput(in, kMaxEncodedBytes, kEncodedLimit), dopts));
+      // With --verify, one call: the agent decrypts, then verifies the
+      // signed message inside.
+      if (also_verify) RETURN_IF_ERROR(AddTrustAnchors(cas, at, dopts.mutable_verify()));
+      ASSIGN_OR_RETURN(std::string message, ReadFileLimited(in, kMaxEncodedBytes, kEncodedLimit));
+      ASSIGN_OR_RETURN(auto d, client->DecryptMessage(message, dopts));
       std::cerr << "smimectl: decrypted with " << d.result.key_uri() << "\n";
       if (also_verify) {
         PrintSigners(d.result.verified());
       } else if (d.result.is_signed()) {
         std::cerr << "smimectl: the decrypted message is signed; check it with --verify --ca FILE\n";
       }
-      WriteOutput(out, d.content, 0600);
+      return WriteFileAtomically(out, d.content, 0600);
     } else if (*keygen) {
-      auto key = Check(client->GenerateKey(ParseKeyType(type), label));
+      ASSIGN_OR_RETURN(v1::KeyType key_type, ParseKeyType(type));
+      ASSIGN_OR_RETURN(v1::KeyInfo key, client->GenerateKey(key_type, label));
       if (json) {
         std::cout << KeyJson(key).dump(2) << "\n";
       } else {
@@ -341,11 +345,9 @@ int Run(int argc, char** argv) {
                   << Hex(key.id()) << "\n" << key.uri() << "\n";
       }
     }
-  } catch (const Failure& f) {
-    std::cerr << "smimectl: " << f.status.message() << "\n";
-    return f.status.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
-  }
-  return 0;
+    return absl::OkStatus();
+  }();
+  return ExitCode(status);
 }
 
 }  // namespace

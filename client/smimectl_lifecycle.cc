@@ -36,6 +36,17 @@ const char* RoleName(v1::CertificateRole role) {
   }
 }
 
+// A key as the verbs name it: "label" (id 0a1b...).
+std::string KeyName(const v1::KeyInfo& key) {
+  return absl::StrCat("\"", key.label(), "\" (id ", absl::BytesToHexString(key.id()), ")");
+}
+
+void PrintWarnings(const google::protobuf::RepeatedPtrField<v1::ImportedCertificate>& certs) {
+  for (const auto& c : certs) {
+    for (const std::string& w : c.warnings()) std::cerr << "smimectl: warning: " << w << "\n";
+  }
+}
+
 void PrintImported(const v1::ImportedCertificate& c) {
   std::string who = absl::StrCat("\"", c.subject(), "\"",
                                  c.emails().empty() ? "" : absl::StrCat(" <", absl::StrJoin(c.emails(), ", "), ">"));
@@ -165,123 +176,96 @@ bool LifecycleCommands::Selected() const {
          contacts_->parsed() || publish_->parsed();
 }
 
-int LifecycleCommands::Run(const std::string& socket_path, absl::Duration timeout) {
-  absl::Status status = [&]() -> absl::Status {
-    if (publish_->parsed() && cert_.empty() && key_.empty()) {
-      return absl::InvalidArgumentError("publish needs --cert FILE or --key SEL");
+absl::Status LifecycleCommands::Run(const std::string& socket_path, absl::Duration timeout) {
+  if (publish_->parsed() && cert_.empty() && key_.empty()) {
+    return absl::InvalidArgumentError("publish needs --cert FILE or --key SEL");
+  }
+  ASSIGN_OR_RETURN(auto client, LifecycleClient::Connect(socket_path, timeout));
+  if (csr_->parsed()) {
+    ASSIGN_OR_RETURN(auto resp, client->CreateCsr(TextSelector(key_), subject_, emails_));
+    RETURN_IF_ERROR(WriteFileAtomically(out_, der_ ? resp.csr_der() : Pem("CERTIFICATE REQUEST", resp.csr_der())));
+    std::cerr << "smimectl: request for key " << KeyName(resp.key()) << " signed on the token\n";
+  } else if (import_->parsed()) {
+    ASSIGN_OR_RETURN(auto data, ReadFileLimited(in_, kMaxCertificateFileBytes));
+    ASSIGN_OR_RETURN(auto resp, client->ImportCertificates(data));
+    if (json_) {
+      nlohmann::json arr = nlohmann::json::array();
+      for (const auto& c : resp.certificates()) arr.push_back(ImportedJson(c));
+      std::cout << arr.dump(2) << "\n";
+      PrintWarnings(resp.certificates());
+    } else {
+      for (const auto& c : resp.certificates()) PrintImported(c);
     }
-    auto client = LifecycleClient::Connect(socket_path, timeout);
-    if (!client.ok()) return client.status();
-    if (csr_->parsed()) {
-      auto resp = (*client)->CreateCsr(TextSelector(key_), subject_, emails_);
-      if (!resp.ok()) return resp.status();
-      if (absl::Status st = WriteFileAtomically(out_, der_ ? resp->csr_der() : Pem("CERTIFICATE REQUEST", resp->csr_der()));
-          !st.ok()) {
-        return st;
+  } else if (import_p12_->parsed()) {
+    ASSIGN_OR_RETURN(auto data, ReadFileLimited(in_, kMaxPkcs12FileBytes));
+    ASSIGN_OR_RETURN(auto password, ReadPasswordFile(password_file_));
+    auto imported = client->ImportPkcs12(data, password);
+    OPENSSL_cleanse(password.data(), password.size());
+    ASSIGN_OR_RETURN(auto resp, std::move(imported));
+    if (json_) {
+      nlohmann::json certs = nlohmann::json::array();
+      for (const auto& c : resp.certificates()) certs.push_back(ImportedJson(c));
+      nlohmann::json j = {{"label", resp.key().label()},
+                          {"id", absl::BytesToHexString(resp.key().id())},
+                          {"uri", resp.key().uri()},
+                          {"certificates", std::move(certs)}};
+      std::cout << j.dump(2) << "\n";
+      PrintWarnings(resp.certificates());
+    } else {
+      std::cout << "imported private key " << KeyName(resp.key()) << " onto the token, non-extractable\n";
+      for (const auto& c : resp.certificates()) PrintImported(c);
+    }
+  } else if (contacts_->parsed()) {
+    ASSIGN_OR_RETURN(auto resp, client->ListContacts());
+    if (json_) {
+      nlohmann::json arr = nlohmann::json::array();
+      for (const auto& c : resp.contacts()) {
+        arr.push_back({{"emails", std::vector<std::string>(c.emails().begin(), c.emails().end())},
+                       {"subject", c.subject()},
+                       {"issuer", c.issuer()},
+                       {"not_before", Rfc3339(c.not_before().seconds())},
+                       {"not_after", Rfc3339(c.not_after().seconds())},
+                       {"sha256_fingerprint", c.sha256_fingerprint()}});
       }
-      std::cerr << "smimectl: request for key \"" << resp->key().label() << "\" (id "
-                << absl::BytesToHexString(resp->key().id()) << ") signed on the token\n";
-    } else if (import_->parsed()) {
-      auto data = ReadFileLimited(in_, kMaxCertificateFileBytes);
-      if (!data.ok()) return data.status();
-      auto resp = (*client)->ImportCertificates(*data);
-      if (!resp.ok()) return resp.status();
-      if (json_) {
-        nlohmann::json arr = nlohmann::json::array();
-        for (const auto& c : resp->certificates()) arr.push_back(ImportedJson(c));
-        std::cout << arr.dump(2) << "\n";
-        for (const auto& c : resp->certificates()) {
-          for (const std::string& w : c.warnings()) std::cerr << "smimectl: warning: " << w << "\n";
-        }
-      } else {
-        for (const auto& c : resp->certificates()) PrintImported(c);
-      }
-    } else if (import_p12_->parsed()) {
-      auto data = ReadFileLimited(in_, kMaxPkcs12FileBytes);
-      if (!data.ok()) return data.status();
-      auto password = ReadPasswordFile(password_file_);
-      if (!password.ok()) return password.status();
-      auto resp = (*client)->ImportPkcs12(*data, *password);
-      OPENSSL_cleanse(password->data(), password->size());
-      if (!resp.ok()) return resp.status();
-      if (json_) {
-        nlohmann::json certs = nlohmann::json::array();
-        for (const auto& c : resp->certificates()) certs.push_back(ImportedJson(c));
-        nlohmann::json j = {{"label", resp->key().label()},
-                            {"id", absl::BytesToHexString(resp->key().id())},
-                            {"uri", resp->key().uri()},
-                            {"certificates", std::move(certs)}};
-        std::cout << j.dump(2) << "\n";
-        for (const auto& c : resp->certificates()) {
-          for (const std::string& w : c.warnings()) std::cerr << "smimectl: warning: " << w << "\n";
-        }
-      } else {
-        std::cout << "imported private key \"" << resp->key().label() << "\" (id "
-                  << absl::BytesToHexString(resp->key().id()) << ") onto the token, non-extractable\n";
-        for (const auto& c : resp->certificates()) PrintImported(c);
-      }
-    } else if (contacts_->parsed()) {
-      auto resp = (*client)->ListContacts();
-      if (!resp.ok()) return resp.status();
-      if (json_) {
-        nlohmann::json arr = nlohmann::json::array();
-        for (const auto& c : resp->contacts()) {
-          arr.push_back({{"emails", std::vector<std::string>(c.emails().begin(), c.emails().end())},
-                         {"subject", c.subject()},
-                         {"issuer", c.issuer()},
-                         {"not_before", Rfc3339(c.not_before().seconds())},
-                         {"not_after", Rfc3339(c.not_after().seconds())},
-                         {"sha256_fingerprint", c.sha256_fingerprint()}});
-        }
-        std::cout << arr.dump(2) << "\n";
-      } else if (resp->contacts().empty()) {
-        std::cout << "no contacts; import a correspondent's certificate with import-cert\n";
-      } else {
-        for (const auto& c : resp->contacts()) {
-          std::cout << absl::StrJoin(c.emails(), ",") << "\t\"" << c.subject() << "\"\tvalid until "
-                    << Rfc3339(c.not_after().seconds()) << "\n";
-        }
-      }
-    } else if (retire_->parsed()) {
-      auto resp = (*client)->RetireKey(TextSelector(key_), undo_);
-      if (!resp.ok()) return resp.status();
-      if (undo_) {
-        std::cout << "reinstated key \"" << resp->key().label() << "\" (id "
-                  << absl::BytesToHexString(resp->key().id()) << "); status now " << resp->key().status() << "\n";
-      } else {
-        std::cout << "retired key \"" << resp->key().label() << "\" (id " << absl::BytesToHexString(resp->key().id())
-                  << ") from signing; it stays on the token and still decrypts\n";
-      }
-    } else if (delete_->parsed()) {
-      auto resp = (*client)->DeleteKey(TextSelector(key_), yes_);
-      if (!resp.ok()) return resp.status();
-      std::cout << "deleted key \"" << resp->key().label() << "\" (id " << absl::BytesToHexString(resp->key().id())
-                << "): " << resp->objects_destroyed() << " token objects destroyed\n";
-    } else if (publish_->parsed()) {
-      v1::DescribePublicationRequest req;
-      if (!cert_.empty()) {
-        auto data = ReadFileLimited(cert_, kMaxCertificateFileBytes);
-        if (!data.ok()) return data.status();
-        req.set_certificate(*data);
-      } else {
-        *req.mutable_key() = TextSelector(key_);
-      }
-      req.set_url_base(url_base_);
-      req.set_full(full_);
-      auto resp = (*client)->DescribePublication(req);
-      if (!resp.ok()) return resp.status();
-      for (const std::string& w : resp->warnings()) std::cerr << "smimectl: warning: " << w << "\n";
-      if (json_) {
-        std::cout << PublicationJson(*resp).dump(2) << "\n";
-      } else {
-        PrintPublication(*resp);
+      std::cout << arr.dump(2) << "\n";
+    } else if (resp.contacts().empty()) {
+      std::cout << "no contacts; import a correspondent's certificate with import-cert\n";
+    } else {
+      for (const auto& c : resp.contacts()) {
+        std::cout << absl::StrJoin(c.emails(), ",") << "\t\"" << c.subject() << "\"\tvalid until "
+                  << Rfc3339(c.not_after().seconds()) << "\n";
       }
     }
-    return absl::OkStatus();
-  }();
-  if (status.ok()) return 0;
-  std::cerr << "smimectl: " << status.message() << "\n";
-  return status.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
+  } else if (retire_->parsed()) {
+    ASSIGN_OR_RETURN(auto resp, client->RetireKey(TextSelector(key_), undo_));
+    if (undo_) {
+      std::cout << "reinstated key " << KeyName(resp.key()) << "; status now " << resp.key().status() << "\n";
+    } else {
+      std::cout << "retired key " << KeyName(resp.key()) << " from signing; it stays on the token and still decrypts\n";
+    }
+  } else if (delete_->parsed()) {
+    ASSIGN_OR_RETURN(auto resp, client->DeleteKey(TextSelector(key_), yes_));
+    std::cout << "deleted key " << KeyName(resp.key()) << ": " << resp.objects_destroyed()
+              << " token objects destroyed\n";
+  } else if (publish_->parsed()) {
+    v1::DescribePublicationRequest req;
+    if (!cert_.empty()) {
+      ASSIGN_OR_RETURN(auto data, ReadFileLimited(cert_, kMaxCertificateFileBytes));
+      req.set_certificate(data);
+    } else {
+      *req.mutable_key() = TextSelector(key_);
+    }
+    req.set_url_base(url_base_);
+    req.set_full(full_);
+    ASSIGN_OR_RETURN(auto resp, client->DescribePublication(req));
+    for (const std::string& w : resp.warnings()) std::cerr << "smimectl: warning: " << w << "\n";
+    if (json_) {
+      std::cout << PublicationJson(resp).dump(2) << "\n";
+    } else {
+      PrintPublication(resp);
+    }
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace smime::client

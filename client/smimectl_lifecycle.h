@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/time/time.h"
 
 namespace smime::client {
@@ -20,9 +21,9 @@ class LifecycleCommands {
 
   // True when the parsed command line chose one of these verbs.
   bool Selected() const;
-  // Runs the chosen verb against the agent at `socket_path`. Errors are
-  // printed as "smimectl: ..."; returns the exit code (2 for bad input).
-  int Run(const std::string& socket_path, absl::Duration timeout);
+  // Runs the chosen verb against the agent at `socket_path`; what went
+  // wrong is for smimectl's one error printer.
+  absl::Status Run(const std::string& socket_path, absl::Duration timeout);
 
  private:
   LifecycleCommands() = default;
