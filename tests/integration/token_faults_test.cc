@@ -15,6 +15,7 @@
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "client/client.h"
+#include "tests/testing/fault_shim.h"
 #include "tests/testing/ossl_verify.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/test_env.h"
@@ -164,15 +165,16 @@ TEST_F(TokenFaultsTest, RemovedTokenFailsClearlyAndSignsAgainOnceReinserted) {
 }
 
 TEST_F(TokenFaultsTest, TokenPulledDuringSignatureFailsThatCallCleanly) {
-  StartAgent("sign-delay-ms 300\n");
+  // The module holds the signature inside C_Sign until the control file
+  // changes: the token is pulled while it is under way, however long the
+  // test takes to get there.
+  StartAgent("sign-hold\n");
   absl::StatusOr<std::string> during = absl::UnknownError("not run");
   std::thread signer([&] { during = Sign("alice", "during"); });
-  // Pull the token once the signature is under way inside the module.
-  std::string signing = control_ + ".signing";
-  absl::Time deadline = absl::Now() + absl::Seconds(10);
-  while (::access(signing.c_str(), F_OK) != 0 && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(5));
-  Control("removed\nsign-delay-ms 300\n");
+  const bool inside = testing::FaultControl(control_).WaitUntilSigning();
+  Control("removed\n");
   signer.join();
+  ASSERT_TRUE(inside) << "the signature never reached C_Sign\n" << agent_->Log();
   EXPECT_THAT(during, TokenRemoved());
   EXPECT_TRUE(LogHasLine({"event=key_op", "op=sign", "object=alice", "result=UNAVAILABLE"})) << agent_->Log();
   EXPECT_TRUE(agent_->Running());

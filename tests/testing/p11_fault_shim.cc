@@ -15,6 +15,12 @@
 //                      CONTROL.signing, so a test knows the call is inside),
 //                      then give CKR_DEVICE_REMOVED if `removed` appeared
 //                      meanwhile: a token pulled mid-operation.
+//   sign-hold          C_Sign and C_SignFinal create CONTROL.signing, then
+//                      wait until the control file no longer says sign-hold
+//                      (at most 120 s), then give CKR_DEVICE_REMOVED if
+//                      `removed` appeared meanwhile. Holds a session busy, or
+//                      a signature under way, for exactly as long as the test
+//                      needs: no test has to guess how fast the machine is.
 //   fail-attr 0xHEX    C_GetAttributeValue with that type in its template
 //                      gives CKR_FUNCTION_FAILED (tokens that dislike one
 //                      attribute answer so instead of ATTRIBUTE_TYPE_INVALID).
@@ -39,6 +45,7 @@ namespace {
 struct Faults {
   bool removed = false;
   long sign_delay_ms = 0;
+  bool sign_hold = false;
   std::vector<CK_ATTRIBUTE_TYPE> fail_attrs;
   std::vector<std::string> fail_ids;  // raw CKA_ID bytes
 };
@@ -72,6 +79,8 @@ Faults ReadControl() {
       f.removed = true;
     } else if (directive == "sign-delay-ms") {
       f.sign_delay_ms = std::strtol(arg.c_str(), nullptr, 10);
+    } else if (directive == "sign-hold") {
+      f.sign_hold = true;
     } else if (directive == "fail-attr") {
       f.fail_attrs.push_back(std::strtoul(arg.c_str(), nullptr, 16));
     } else if (directive == "fail-id") {
@@ -134,9 +143,15 @@ CK_RV GetSlotInfo(CK_SLOT_ID slot, CK_SLOT_INFO_PTR info) {
 CK_RV SignDelay() {
   Faults f = Current();
   if (f.removed) return CKR_DEVICE_REMOVED;
-  if (f.sign_delay_ms <= 0) return CKR_OK;
+  if (f.sign_delay_ms <= 0 && !f.sign_hold) return CKR_OK;
   std::ofstream(std::string(ControlPath()) + ".signing") << "signing\n";
-  std::this_thread::sleep_for(std::chrono::milliseconds(f.sign_delay_ms));
+  if (f.sign_delay_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(f.sign_delay_ms));
+  // The cap only keeps a test that never lets go from hanging the agent.
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (f.sign_hold && std::chrono::steady_clock::now() < give_up) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    f = Current();
+  }
   return Current().removed ? CKR_DEVICE_REMOVED : CKR_OK;
 }
 

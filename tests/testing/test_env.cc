@@ -16,6 +16,7 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "client/client.h"
@@ -258,6 +259,24 @@ int AgentProcess::Stop() {
 AgentProcess::~AgentProcess() { Stop(); }
 
 std::string AgentProcess::Log() const { return ReadFile(log_path_); }
+
+bool AgentProcess::LogHasLine(const std::vector<std::string>& parts) const {
+  for (absl::string_view line : absl::StrSplit(Log(), '\n')) {
+    bool all = true;
+    for (const std::string& p : parts) all = all && absl::StrContains(line, p);
+    if (all) return true;
+  }
+  return false;
+}
+
+bool WaitFor(const std::function<bool()>& done, absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  for (;;) {
+    if (done()) return true;
+    if (absl::Now() >= deadline) return false;
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+}
 
 CommandResult AgentProcess::Smimectl(std::vector<std::string> args, const RunOptions& options) const {
   args.insert(args.begin(), {SmimectlBinary(), "--socket", socket_});

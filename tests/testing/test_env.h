@@ -5,6 +5,7 @@
 
 #include <sys/types.h>
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -100,6 +101,8 @@ class AgentProcess {
   bool Running();
   // Everything the agent wrote to stderr so far.
   std::string Log() const;
+  // Whether one line of the log (audit lines included) holds all `parts`.
+  bool LogHasLine(const std::vector<std::string>& parts) const;
   // Runs the real smimectl against this agent's socket.
   CommandResult Smimectl(std::vector<std::string> args, const RunOptions& options = {}) const;
 
@@ -111,6 +114,12 @@ class AgentProcess {
   pid_t pid_ = -1;
   int exit_code_ = -1;
 };
+
+// Polls `done` until it holds or `timeout` passes; returns whether it held.
+// For what a test cannot be told of (a file another process makes, a log
+// line): the timeout is a generous bound for a broken run, never the
+// verdict.
+bool WaitFor(const std::function<bool()>& done, absl::Duration timeout);
 
 // Paths of the built binaries and the source tree.
 std::string AgentBinary();
