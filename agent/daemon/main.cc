@@ -11,8 +11,10 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <iostream>
 #include <memory>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
@@ -54,31 +56,62 @@ absl::StatusOr<int> OpenAuditLog(const std::string& path) {
   return fd;
 }
 
+// The command line over the settings file: each flag is bound to a field
+// of Config, and a flag that was given replaces that field of the file's.
+class FlagOverrides {
+ public:
+  explicit FlagOverrides(CLI::App* app) : app_(app) {}
+  FlagOverrides(const FlagOverrides&) = delete;
+  FlagOverrides& operator=(const FlagOverrides&) = delete;
+
+  template <typename T>
+  void Option(const std::string& name, T Config::*field, const std::string& help) {
+    Bind(app_->add_option(name, given_.*field, help), field);
+  }
+  void Flag(const std::string& name, bool Config::*field, const std::string& help) {
+    Bind(app_->add_flag(name, given_.*field, help), field);
+  }
+  void ApplyTo(Config& config) const {
+    for (const auto& apply : apply_) apply(config);
+  }
+
+ private:
+  template <typename T>
+  void Bind(CLI::Option* opt, T Config::*field) {
+    apply_.push_back([this, opt, field](Config& config) {
+      if (opt->count() > 0) config.*field = given_.*field;
+    });
+  }
+
+  CLI::App* app_;
+  Config given_;
+  std::vector<std::function<void(Config&)>> apply_;
+};
+
 int Run(int argc, char** argv) {
   CLI::App app{"smime-agent: S/MIME private keys on a PKCS#11 token, served over gRPC"};
   app.set_version_flag("--version", SMIME_VERSION);
-  Config flags;
   std::string config_file;
   app.add_option("--config", config_file, "TOML file with the settings below (flags win)");
-  auto* module_opt = app.add_option("--module", flags.module,
-                                    "PKCS#11 module path or p11-kit module name; "
-                                    "none: the embedded SoftHSM store");
-  auto* token_opt = app.add_option("--token", flags.token, "token label, serial number or pkcs11: URI");
-  auto* pin_file_opt = app.add_option("--pin-file", flags.pin_file, "file holding the user PIN (mode 0600)");
-  auto* pin_env_opt = app.add_option("--pin-env", flags.pin_env, "environment variable holding the user PIN");
-  auto* socket_opt = app.add_option("--socket", flags.socket, "Unix socket path (default: " + DefaultSocketPath() + ")");
-  auto* data_dir_opt = app.add_option("--data-dir", flags.data_dir,
-                                      "embedded store directory (default: " + DefaultDataDir() + ")");
-  auto* log_level_opt = app.add_option("--log-level", flags.log_level, "debug, info, warning or error");
-  auto* audit_opt = app.add_option("--audit-log", flags.audit_log, "append audit lines to this file instead of stderr");
-  auto* sessions_opt = app.add_option("--max-sessions", flags.max_sessions, "concurrent token sessions");
-  auto* max_req_opt = app.add_option("--max-request-bytes", flags.max_request_bytes,
-                                     "largest single gRPC message (a unary request, or one chunk of a streamed one)");
-  auto* max_msg_opt = app.add_option("--max-message-bytes", flags.max_message_bytes,
-                                     "largest message content to sign or encrypt (signed or encrypted input may be "
-                                     "about 3/2 of it)");
-  auto* final_try_opt = app.add_flag("--allow-final-pin-try", flags.allow_final_pin_try,
-                                     "log in even when the token says a wrong PIN now locks it");
+  FlagOverrides flags(&app);
+  flags.Option("--module", &Config::module,
+               "PKCS#11 module path or p11-kit module name; "
+               "none: the embedded SoftHSM store");
+  flags.Option("--token", &Config::token, "token label, serial number or pkcs11: URI");
+  flags.Option("--pin-file", &Config::pin_file, "file holding the user PIN (mode 0600)");
+  flags.Option("--pin-env", &Config::pin_env, "environment variable holding the user PIN");
+  flags.Option("--socket", &Config::socket, "Unix socket path (default: " + DefaultSocketPath() + ")");
+  flags.Option("--data-dir", &Config::data_dir, "embedded store directory (default: " + DefaultDataDir() + ")");
+  flags.Option("--log-level", &Config::log_level, "debug, info, warning or error");
+  flags.Option("--audit-log", &Config::audit_log, "append audit lines to this file instead of stderr");
+  flags.Option("--max-sessions", &Config::max_sessions, "concurrent token sessions");
+  flags.Option("--max-request-bytes", &Config::max_request_bytes,
+               "largest single gRPC message (a unary request, or one chunk of a streamed one)");
+  flags.Option("--max-message-bytes", &Config::max_message_bytes,
+               "largest message content to sign or encrypt (signed or encrypted input may be "
+               "about 3/2 of it)");
+  flags.Flag("--allow-final-pin-try", &Config::allow_final_pin_try,
+             "log in even when the token says a wrong PIN now locks it");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -92,21 +125,7 @@ int Run(int argc, char** argv) {
     config = *loaded;
   }
   // Flags given on the command line win over the file.
-  auto take = [](CLI::Option* opt, auto& dst, const auto& src) {
-    if (opt->count() > 0) dst = src;
-  };
-  take(module_opt, config.module, flags.module);
-  take(token_opt, config.token, flags.token);
-  take(pin_file_opt, config.pin_file, flags.pin_file);
-  take(pin_env_opt, config.pin_env, flags.pin_env);
-  take(socket_opt, config.socket, flags.socket);
-  take(data_dir_opt, config.data_dir, flags.data_dir);
-  take(log_level_opt, config.log_level, flags.log_level);
-  take(audit_opt, config.audit_log, flags.audit_log);
-  take(sessions_opt, config.max_sessions, flags.max_sessions);
-  take(max_req_opt, config.max_request_bytes, flags.max_request_bytes);
-  take(max_msg_opt, config.max_message_bytes, flags.max_message_bytes);
-  take(final_try_opt, config.allow_final_pin_try, flags.allow_final_pin_try);
+  flags.ApplyTo(config);
   if (absl::Status st = Validate(config); !st.ok()) return Fail(st);
   LogLevel level;
   ParseLogLevel(config.log_level, &level);

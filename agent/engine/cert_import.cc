@@ -6,6 +6,7 @@
 #include <openssl/pkcs12.h>
 
 #include <cstring>
+#include <optional>
 #include <openssl/x509v3.h>
 
 #include "absl/strings/ascii.h"
@@ -163,6 +164,45 @@ tokens::CertificateToStore PlaceForeign(ImportedCertificate& imp, const tokens::
           s.is_ca ? tokens::CertificateCategory::kAuthority : tokens::CertificateCategory::kOtherEntity};
 }
 
+// Where a key's certificate goes: the key's CKA_ID and label, so tools that
+// pair by either find it.
+struct KeyPlace {
+  std::string id, label;
+};
+
+// Checks each of `certs` against the import policy (CertUse::kImport), all
+// before anything is written, and files it in `out` and `store`: as the key
+// certificate `key_for(i, summary)` places (std::optional<KeyPlace>), else as
+// PlaceForeign does. A refusal is the policy's, its message led by
+// `which(i)` (empty: the policy's message alone).
+template <typename KeyFor, typename Which>
+absl::Status PlanImport(const std::vector<CertPtr>& certs, absl::Time now, KeyFor key_for, Which which,
+                        std::vector<ImportedCertificate>& out, std::vector<tokens::CertificateToStore>& store) {
+  for (size_t i = 0; i < certs.size(); ++i) {
+    X509* cert = certs[i].get();
+    auto verdict = CheckCertificatePolicy(cert, CertUse::kImport, now);
+    if (!verdict.ok()) {
+      std::string lead = which(i);
+      if (lead.empty()) return verdict.status();
+      return absl::Status(verdict.status().code(), absl::StrCat(lead, ": ", verdict.status().message()));
+    }
+    tokens::CertificateSummary s = tokens::Summarize(cert);
+    ImportedCertificate imp;
+    imp.cert = certs[i];
+    imp.warnings = std::move(verdict->warnings);
+    if (std::optional<KeyPlace> place = key_for(i, s)) {
+      imp.role = ImportedCertificate::Role::kKey;
+      imp.id = std::move(place->id);
+      imp.label = std::move(place->label);
+      store.push_back({certs[i], imp.id, imp.label, tokens::CertificateCategory::kTokenUser});
+    } else {
+      store.push_back(PlaceForeign(imp, s));
+    }
+    out.push_back(std::move(imp));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<std::vector<CertPtr>> ParseCertificateFile(absl::string_view data) {
@@ -191,31 +231,15 @@ absl::StatusOr<std::vector<ImportedCertificate>> CertificateImporter::Import(abs
 
   std::vector<ImportedCertificate> out;
   std::vector<tokens::CertificateToStore> store;
-  for (size_t i = 0; i < certs.size(); ++i) {
-    X509* cert = certs[i].get();
-    auto verdict = CheckCertificatePolicy(cert, CertUse::kImport, now);
-    if (!verdict.ok()) {
-      if (certs.size() == 1) return verdict.status();
-      return absl::Status(verdict.status().code(), absl::StrCat("certificate ", i + 1, " of ", certs.size(),
-                                                                 ": ", verdict.status().message()));
-    }
-    tokens::CertificateSummary s = tokens::Summarize(cert);
-    ImportedCertificate imp;
-    imp.cert = certs[i];
-    imp.warnings = std::move(verdict->warnings);
-    std::shared_ptr<const tokens::Key> owner = s.is_ca ? nullptr : OwnerOf(cert, *keys);
-    if (owner) {
-      // The key's certificate: same CKA_ID, and the key's label, so tools
-      // that pair by either find it.
-      imp.role = ImportedCertificate::Role::kKey;
-      imp.id = owner->id();
-      imp.label = owner->label();
-      store.push_back({certs[i], imp.id, imp.label, tokens::CertificateCategory::kTokenUser});
-    } else {
-      store.push_back(PlaceForeign(imp, s));
-    }
-    out.push_back(std::move(imp));
-  }
+  auto key_for = [&](size_t i, const tokens::CertificateSummary& s) -> std::optional<KeyPlace> {
+    std::shared_ptr<const tokens::Key> owner = s.is_ca ? nullptr : OwnerOf(certs[i].get(), *keys);
+    if (!owner) return std::nullopt;
+    return KeyPlace{owner->id(), owner->label()};
+  };
+  auto which = [&](size_t i) {
+    return certs.size() == 1 ? std::string() : absl::StrCat("certificate ", i + 1, " of ", certs.size());
+  };
+  RETURN_IF_ERROR(PlanImport(certs, now, key_for, which, out, store));
   ASSIGN_OR_RETURN(std::vector<bool> created, token_->StoreCertificates(store, deadline));
   keys = token_->Keys();
   for (size_t i = 0; i < out.size(); ++i) {
@@ -435,27 +459,14 @@ absl::StatusOr<ImportedPkcs12> CertificateImporter::ImportPkcs12(absl::string_vi
 
   std::vector<ImportedCertificate> out;
   std::vector<tokens::CertificateToStore> store;
-  for (size_t i = 0; i < certs.size(); ++i) {
-    X509* cert = certs[i].get();
-    auto verdict = CheckCertificatePolicy(cert, CertUse::kImport, now);
-    if (!verdict.ok()) {
-      return absl::Status(verdict.status().code(),
-                          absl::StrCat(i == 0 ? "the key's certificate" : "a chain certificate",
-                                       " in the PKCS#12 file: ", verdict.status().message()));
-    }
-    ImportedCertificate imp;
-    imp.cert = certs[i];
-    imp.warnings = std::move(verdict->warnings);
-    if (i == 0) {
-      imp.role = ImportedCertificate::Role::kKey;
-      imp.id = key_id;
-      imp.label = label;
-      store.push_back({certs[i], imp.id, imp.label, tokens::CertificateCategory::kTokenUser});
-    } else {
-      store.push_back(PlaceForeign(imp, tokens::Summarize(cert)));
-    }
-    out.push_back(std::move(imp));
-  }
+  auto key_for = [&](size_t i, const tokens::CertificateSummary&) -> std::optional<KeyPlace> {
+    if (i != 0) return std::nullopt;
+    return KeyPlace{key_id, label};
+  };
+  auto which = [](size_t i) {
+    return absl::StrCat(i == 0 ? "the key's certificate" : "a chain certificate", " in the PKCS#12 file");
+  };
+  RETURN_IF_ERROR(PlanImport(certs, now, key_for, which, out, store));
   absl::MutexLock lock(&mu_);
   auto imported = token_->ImportKey(key.get(), label, store, deadline);
   key.reset();  // the software key's last use

@@ -1,5 +1,7 @@
 // S/MIME sign, verify, encrypt and decrypt with OpenSSL's CMS code; private
-// keys stay on the token (agent/token_pkey).
+// keys stay on the token (agent/engine/token_pkey). The code is in one file
+// per job: smime_sign.cc, smime_verify.cc, smime_encrypt.cc,
+// smime_decrypt.cc, with what they share in cms_util.{h,cc}.
 #ifndef SMIME_AGENT_ENGINE_SMIME_ENGINE_H_
 #define SMIME_AGENT_ENGINE_SMIME_ENGINE_H_
 

@@ -67,7 +67,8 @@ LifecycleService::LifecycleService(tokens::Token* token, CertificateImporter* im
 
 grpc::Status LifecycleService::CreateCsr(grpc::ServerContext* ctx, const v1::CreateCsrRequest* req,
                                          v1::CreateCsrResponse* resp) {
-  return gate_.Audited(*ctx, "csr", SelectorForAudit(req->key()), [&](const Call& call, AuditRecord& audit) -> absl::Status {
+  return gate_.Audited(*ctx, "csr", SelectorForAudit(req->key()),
+                       [&](const Call& call, AuditRecord& audit) -> absl::Status {
     ASSIGN_OR_RETURN(auto key, gate_.Resolve(req->key()));
     audit.set_key(key->uri());
     audit.set_mechanism(key->algorithm() == tokens::KeyAlgorithm::kEc ? "ecdsa-sha256" : "rsa-pkcs1-sha256");
@@ -121,7 +122,8 @@ grpc::Status LifecycleService::ImportPkcs12(grpc::ServerContext* ctx, const v1::
 grpc::Status LifecycleService::RetireKey(grpc::ServerContext* ctx, const v1::RetireKeyRequest* req,
                                          v1::RetireKeyResponse* resp) {
   const char* operation = req->reinstate() ? "reinstate" : "retire";
-  return gate_.Audited(*ctx, operation, SelectorForAudit(req->key()), [&](const Call& call, AuditRecord& audit) -> absl::Status {
+  return gate_.Audited(*ctx, operation, SelectorForAudit(req->key()),
+                       [&](const Call& call, AuditRecord& audit) -> absl::Status {
     audit.set_mechanism("cka-end-date");
     ASSIGN_OR_RETURN(auto key, gate_.Resolve(req->key()));
     audit.set_key(key->uri());
@@ -147,7 +149,8 @@ grpc::Status LifecycleService::RetireKey(grpc::ServerContext* ctx, const v1::Ret
 
 grpc::Status LifecycleService::DeleteKey(grpc::ServerContext* ctx, const v1::DeleteKeyRequest* req,
                                          v1::DeleteKeyResponse* resp) {
-  return gate_.Audited(*ctx, "delete_key", SelectorForAudit(req->key()), [&](const Call& call, AuditRecord& audit) -> absl::Status {
+  return gate_.Audited(*ctx, "delete_key", SelectorForAudit(req->key()),
+                       [&](const Call& call, AuditRecord& audit) -> absl::Status {
     audit.set_mechanism("destroy");
     ASSIGN_OR_RETURN(auto key, gate_.Resolve(req->key()));
     audit.set_key(key->uri());
