@@ -1,12 +1,11 @@
 // smimectl: the command line for smime-agent. Moves bytes between files and
 // the agent; never sees key material.
-#include <sys/types.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
-#include <cstdio>
+#include <algorithm>
 #include <iostream>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
