@@ -1,12 +1,11 @@
 // smimectl: the command line for smime-agent. Moves bytes between files and
 // the agent; never sees key material.
-#include <sys/types.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
-#include <cstdio>
+#include <algorithm>
 #include <iostream>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
@@ -17,6 +16,7 @@
 #include "client/cli_files.h"
 #include "client/client.h"
 #include "client/smimectl_lifecycle.h"
+#include "client/terminal_text.h"
 #include "common/limits.h"
 #include "common/status_macros.h"
 
@@ -47,10 +47,10 @@ void PrintKeyTable(const std::vector<v1::KeyInfo>& keys) {
   }
   std::vector<std::vector<std::string>> rows = {{"ID", "ALGORITHM", "LABEL", "EMAILS", "EXPIRES", "STATUS"}};
   for (const auto& k : keys) {
-    rows.push_back({Hex(k.id()), k.algorithm(), k.label(),
-                    k.emails().empty() ? "-" : absl::StrJoin(k.emails(), ","),
+    rows.push_back({Hex(k.id()), Printable(k.algorithm()), Printable(k.label()),
+                    k.emails().empty() ? "-" : Printable(absl::StrJoin(k.emails(), ",")),
                     k.has_not_after() ? Rfc3339(k.not_after().seconds()) : "-",
-                    k.status().empty() ? "-" : k.status()});
+                    k.status().empty() ? "-" : Printable(k.status())});
   }
   std::vector<size_t> width(rows[0].size(), 0);
   for (const auto& r : rows) {
@@ -124,14 +124,14 @@ absl::Status AddTrustAnchors(const std::vector<std::string>& cas, const std::str
 
 void PrintSigners(const v1::VerifyResult& result) {
   for (const auto& s : result.signers()) {
-    std::cerr << "smimectl: good signature from " << s.subject();
-    if (!s.emails().empty()) std::cerr << " <" << absl::StrJoin(s.emails(), ", ") << ">";
+    std::cerr << "smimectl: good signature from " << Printable(s.subject());
+    if (!s.emails().empty()) std::cerr << " <" << Printable(absl::StrJoin(s.emails(), ", ")) << ">";
     if (s.has_signing_time()) std::cerr << ", signed " << Rfc3339(s.signing_time().seconds());
     std::cerr << "\n";
   }
   if (!result.from_mismatch().empty()) {
     std::cerr << "smimectl: warning: the signer's certificate does not name the From address "
-              << result.from_mismatch() << "\n";
+              << Printable(result.from_mismatch()) << "\n";
   }
 }
 
@@ -139,7 +139,7 @@ void PrintSigners(const v1::VerifyResult& result) {
 // <message>" on stderr and 2 for bad input, 1 for the rest.
 int ExitCode(const absl::Status& status) {
   if (status.ok()) return 0;
-  std::cerr << "smimectl: " << status.message() << "\n";
+  std::cerr << "smimectl: " << Printable(status.message()) << "\n";
   return status.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
 }
 
@@ -328,7 +328,7 @@ int Run(int argc, char** argv) {
       if (also_verify) RETURN_IF_ERROR(AddTrustAnchors(cas, at, dopts.mutable_verify()));
       ASSIGN_OR_RETURN(std::string message, ReadFileLimited(in, kMaxEncodedBytes, kEncodedLimit));
       ASSIGN_OR_RETURN(auto d, client->DecryptMessage(message, dopts));
-      std::cerr << "smimectl: decrypted with " << d.result.key_uri() << "\n";
+      std::cerr << "smimectl: decrypted with " << Printable(d.result.key_uri()) << "\n";
       if (also_verify) {
         PrintSigners(d.result.verified());
       } else if (d.result.is_signed()) {
@@ -341,8 +341,8 @@ int Run(int argc, char** argv) {
       if (json) {
         std::cout << KeyJson(key).dump(2) << "\n";
       } else {
-        std::cout << "generated " << key.algorithm() << " key \"" << key.label() << "\" id "
-                  << Hex(key.id()) << "\n" << key.uri() << "\n";
+        std::cout << "generated " << Printable(key.algorithm()) << " key \"" << Printable(key.label()) << "\" id "
+                  << Hex(key.id()) << "\n" << Printable(key.uri()) << "\n";
       }
     }
     return absl::OkStatus();

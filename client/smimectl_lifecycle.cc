@@ -11,6 +11,7 @@
 #include "client/cli_files.h"
 #include "client/client.h"
 #include "client/lifecycle_client.h"
+#include "client/terminal_text.h"
 #include "common/limits.h"
 #include "common/secret_file.h"
 #include "common/status_macros.h"
@@ -38,22 +39,20 @@ const char* RoleName(v1::CertificateRole role) {
 
 // A key as the verbs name it: "label" (id 0a1b...).
 std::string KeyName(const v1::KeyInfo& key) {
-  return absl::StrCat("\"", key.label(), "\" (id ", absl::BytesToHexString(key.id()), ")");
+  return absl::StrCat("\"", Printable(key.label()), "\" (id ", absl::BytesToHexString(key.id()), ")");
 }
 
-void PrintWarnings(const google::protobuf::RepeatedPtrField<v1::ImportedCertificate>& certs) {
-  for (const auto& c : certs) {
-    for (const std::string& w : c.warnings()) std::cerr << "smimectl: warning: " << w << "\n";
-  }
+void PrintWarnings(const v1::ImportedCertificate& c) {
+  for (const std::string& w : c.warnings()) std::cerr << "smimectl: warning: " << Printable(w) << "\n";
 }
 
 void PrintImported(const v1::ImportedCertificate& c) {
-  std::string who = absl::StrCat("\"", c.subject(), "\"",
-                                 c.emails().empty() ? "" : absl::StrCat(" <", absl::StrJoin(c.emails(), ", "), ">"));
+  std::string who = Printable(absl::StrCat(
+      "\"", c.subject(), "\"", c.emails().empty() ? "" : absl::StrCat(" <", absl::StrJoin(c.emails(), ", "), ">")));
   if (!c.created()) {
     std::cout << "certificate " << who << " is already on the token; nothing changed\n";
   } else if (c.role() == v1::CERTIFICATE_ROLE_KEY) {
-    std::cout << "stored certificate " << who << " for key \"" << c.key().label() << "\" (id "
+    std::cout << "stored certificate " << who << " for key \"" << Printable(c.key().label()) << "\" (id "
               << absl::BytesToHexString(c.id()) << "), valid until " << Rfc3339(c.not_after().seconds()) << "\n";
   } else if (c.role() == v1::CERTIFICATE_ROLE_CHAIN) {
     std::cout << "stored CA certificate " << who << " as a chain certificate\n";
@@ -61,7 +60,7 @@ void PrintImported(const v1::ImportedCertificate& c) {
     std::cout << "stored certificate " << who
               << " as a correspondent (contact) certificate: its key is not on the token\n";
   }
-  for (const std::string& w : c.warnings()) std::cerr << "smimectl: warning: " << w << "\n";
+  PrintWarnings(c);
 }
 
 nlohmann::json ImportedJson(const v1::ImportedCertificate& c) {
@@ -111,15 +110,15 @@ nlohmann::json PublicationJson(const v1::DescribePublicationResponse& resp) {
 
 // Zone-file text a person can paste: comments start with ';'.
 void PrintPublication(const v1::DescribePublicationResponse& resp) {
-  std::cout << "; certificate \"" << resp.subject() << "\"\n";
+  std::cout << "; certificate \"" << Printable(resp.subject()) << "\"\n";
   for (const auto& p : resp.publications()) {
-    std::cout << ";\n; " << p.email() << "\n";
+    std::cout << ";\n; " << Printable(p.email()) << "\n";
     if (!p.url().empty()) {
-      std::cout << "; https: serve the PEM certificate as .well-known/smime/" << p.well_known_file() << " at\n;   "
-                << p.url() << "\n";
+      std::cout << "; https: serve the PEM certificate as .well-known/smime/" << Printable(p.well_known_file())
+                << " at\n;   " << Printable(p.url()) << "\n";
     }
-    if (p.has_txt()) std::cout << p.txt().zone_line() << "\n";
-    std::cout << p.smimea().zone_line() << "\n";
+    if (p.has_txt()) std::cout << Printable(p.txt().zone_line()) << "\n";
+    std::cout << Printable(p.smimea().zone_line()) << "\n";
   }
 }
 
@@ -192,7 +191,7 @@ absl::Status LifecycleCommands::Run(const std::string& socket_path, absl::Durati
       nlohmann::json arr = nlohmann::json::array();
       for (const auto& c : resp.certificates()) arr.push_back(ImportedJson(c));
       std::cout << arr.dump(2) << "\n";
-      PrintWarnings(resp.certificates());
+      for (const auto& c : resp.certificates()) PrintWarnings(c);
     } else {
       for (const auto& c : resp.certificates()) PrintImported(c);
     }
@@ -210,7 +209,7 @@ absl::Status LifecycleCommands::Run(const std::string& socket_path, absl::Durati
                           {"uri", resp.key().uri()},
                           {"certificates", std::move(certs)}};
       std::cout << j.dump(2) << "\n";
-      PrintWarnings(resp.certificates());
+      for (const auto& c : resp.certificates()) PrintWarnings(c);
     } else {
       std::cout << "imported private key " << KeyName(resp.key()) << " onto the token, non-extractable\n";
       for (const auto& c : resp.certificates()) PrintImported(c);
@@ -232,14 +231,15 @@ absl::Status LifecycleCommands::Run(const std::string& socket_path, absl::Durati
       std::cout << "no contacts; import a correspondent's certificate with import-cert\n";
     } else {
       for (const auto& c : resp.contacts()) {
-        std::cout << absl::StrJoin(c.emails(), ",") << "\t\"" << c.subject() << "\"\tvalid until "
+        std::cout << Printable(absl::StrJoin(c.emails(), ",")) << "\t\"" << Printable(c.subject()) << "\"\tvalid until "
                   << Rfc3339(c.not_after().seconds()) << "\n";
       }
     }
   } else if (retire_->parsed()) {
     ASSIGN_OR_RETURN(auto resp, client->RetireKey(TextSelector(key_), undo_));
     if (undo_) {
-      std::cout << "reinstated key " << KeyName(resp.key()) << "; status now " << resp.key().status() << "\n";
+      std::cout << "reinstated key " << KeyName(resp.key()) << "; status now " << Printable(resp.key().status())
+                << "\n";
     } else {
       std::cout << "retired key " << KeyName(resp.key()) << " from signing; it stays on the token and still decrypts\n";
     }
@@ -258,7 +258,7 @@ absl::Status LifecycleCommands::Run(const std::string& socket_path, absl::Durati
     req.set_url_base(url_base_);
     req.set_full(full_);
     ASSIGN_OR_RETURN(auto resp, client->DescribePublication(req));
-    for (const std::string& w : resp.warnings()) std::cerr << "smimectl: warning: " << w << "\n";
+    for (const std::string& w : resp.warnings()) std::cerr << "smimectl: warning: " << Printable(w) << "\n";
     if (json_) {
       std::cout << PublicationJson(resp).dump(2) << "\n";
     } else {

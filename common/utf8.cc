@@ -3,10 +3,8 @@
 #include <cstdint>
 
 namespace smime {
-namespace {
 
-// Length of the well-formed UTF-8 sequence at `s[i]`, or 0 if there is none.
-size_t SequenceLength(absl::string_view s, size_t i) {
+size_t Utf8SequenceLength(absl::string_view s, size_t i) {
   const auto byte = [&](size_t k) { return static_cast<uint8_t>(s[k]); };
   const auto continuation = [&](size_t k) { return k < s.size() && (byte(k) & 0xC0) == 0x80; };
   uint8_t b = byte(i);
@@ -29,11 +27,9 @@ size_t SequenceLength(absl::string_view s, size_t i) {
   return 0;
 }
 
-}  // namespace
-
 bool IsValidUtf8(absl::string_view text) {
   for (size_t i = 0; i < text.size();) {
-    size_t n = SequenceLength(text, i);
+    size_t n = Utf8SequenceLength(text, i);
     if (n == 0) return false;
     i += n;
   }
@@ -45,7 +41,7 @@ std::string ToValidUtf8(absl::string_view text) {
   std::string out;
   out.reserve(text.size() + 8);
   for (size_t i = 0; i < text.size();) {
-    size_t n = SequenceLength(text, i);
+    size_t n = Utf8SequenceLength(text, i);
     if (n == 0) {
       out += "\xEF\xBF\xBD";  // U+FFFD REPLACEMENT CHARACTER
       ++i;

@@ -10,6 +10,10 @@
 
 namespace smime {
 
+// Length of the well-formed UTF-8 sequence that starts at `text[i]`
+// (i < text.size()), or 0 if none does.
+size_t Utf8SequenceLength(absl::string_view text, size_t i);
+
 // True if `text` is well-formed UTF-8 (RFC 3629: no overlong forms, no
 // surrogates, nothing above U+10FFFF).
 bool IsValidUtf8(absl::string_view text);
