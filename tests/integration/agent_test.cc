@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "client/client.h"
+#include "tests/testing/agent_fixture.h"
 #include "tests/testing/fault_shim.h"
 #include "tests/testing/ossl_verify.h"
 #include "tests/testing/status_matchers.h"
@@ -34,45 +35,13 @@ using ::testing::HasSubstr;
 using ::testing::Not;
 namespace v1 = ::smime::agent::v1;
 
-class AgentTest : public ::testing::Test {
+class AgentTest : public testing::SharedAgentTest<AgentTest> {
+ public:
+  static testing::SharedAgentSpec AgentSpec() { return {"itest"}; }
+
  protected:
-  static void SetUpTestSuite() {
-    token_ = new testing::TestToken(testing::MakeToken("itest", true));
-    auto agent = testing::AgentProcess::Start(
-        {"--module", testing::kSoftHsmModule, "--token", "itest", "--pin-file", token_->pin_file},
-        token_->conf);
-    ASSERT_THAT(agent.status(), IsOk());
-    agent_ = agent->release();
-  }
-  static void TearDownTestSuite() {
-    delete agent_;
-    delete token_;
-  }
-  void SetUp() override {
-    ASSERT_TRUE(agent_ != nullptr && agent_->Running()) << (agent_ ? agent_->Log() : "");
-  }
-  void TearDown() override {
-    // After every test, malformed input included, the agent still serves.
-    EXPECT_TRUE(agent_->Running()) << agent_->Log();
-    auto client = Client();
-    EXPECT_THAT(client->ListKeys().status(), IsOk());
-  }
-
-  std::unique_ptr<client::AgentClient> Client() {
-    auto c = client::AgentClient::Connect(agent_->socket());
-    EXPECT_THAT(c.status(), IsOk());
-    return std::move(*c);
-  }
-  CommandResult Ctl(std::vector<std::string> args, const testing::RunOptions& options = {}) {
-    return agent_->Smimectl(std::move(args), options);
-  }
   std::string Pub(const std::string& name) { return token_->Path("pub/" + name + ".pem"); }
-
-  static testing::TestToken* token_;
-  static testing::AgentProcess* agent_;
 };
-testing::TestToken* AgentTest::token_ = nullptr;
-testing::AgentProcess* AgentTest::agent_ = nullptr;
 
 TEST_F(AgentTest, ListKeysThroughClient) {
   auto keys = Client()->ListKeys();
@@ -397,9 +366,10 @@ TEST_F(AgentTest, DeadlineBoundsTheWaitForATokenSession) {
   TempDir tmp;
   const testing::FaultControl control(tmp.File("shim-control"));
   control.Set("sign-hold\n");
-  auto agent = testing::AgentProcess::Start({"--module", testing::FaultShimModule(), "--token", "itest",
-                                             "--pin-file", token_->pin_file, "--max-sessions", "1"},
-                                            token_->conf, control.Env());
+  testing::AgentOptions through_shim = testing::AgentOptions::Args({"--max-sessions", "1"});
+  through_shim.module = testing::FaultShimModule();
+  through_shim.env = control.Env();
+  auto agent = shared_->StartAnother(through_shim);
   ASSERT_THAT(agent.status(), IsOk());
   const auto alice = client::TextSelector("alice");
   const std::string digest = testing::Sha256("held in the token");
@@ -453,14 +423,7 @@ TEST_F(AgentTest, EveryKeyOperationLeavesOneAuditLineWithoutSecrets) {
                       std::string(32, 'x'));
   std::string log = agent_->Log();
   std::string uid = absl::StrCat("peer_uid=", ::getuid());
-  auto has_line = [&](const std::vector<std::string>& parts) {
-    for (absl::string_view line : absl::StrSplit(log, '\n')) {
-      bool all = true;
-      for (const auto& p : parts) all = all && absl::StrContains(line, p);
-      if (all) return true;
-    }
-    return false;
-  };
+  auto has_line = [&](const std::vector<std::string>& parts) { return agent_->LogHasLine(parts); };
   EXPECT_TRUE(has_line({"event=key_op", "op=sign", "object=carol", "mechanism=rsa-pss-sha256", uid,
                         "peer_pid=", "result=OK", "duration_ms="}))
       << log;

@@ -22,6 +22,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "client/client.h"
+#include "tests/testing/agent_fixture.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/test_env.h"
 
@@ -49,26 +50,22 @@ constexpr char kMessage[] =
     "\r\n"
     "Signed with a key whose certificate was requested and imported by smimectl.\r\n";
 
-class LifecycleTest : public ::testing::Test {
- protected:
+class LifecycleTest : public testing::SharedAgentTest<LifecycleTest> {
+ public:
+  static testing::SharedAgentSpec AgentSpec() { return {kTokenLabel}; }
   static void SetUpTestSuite() {
-    token_ = new testing::TestToken(testing::MakeToken(kTokenLabel, true));
-    auto agent = testing::AgentProcess::Start(
-        {"--module", testing::kSoftHsmModule, "--token", kTokenLabel, "--pin-file", token_->pin_file},
-        token_->conf);
-    ASSERT_THAT(agent.status(), IsOk());
-    agent_ = agent->release();
+    SharedAgentTest::SetUpTestSuite();
+    if (::testing::Test::HasFatalFailure()) return;
     ca_ = new TempDir();
     MakeCa(*ca_);
   }
   static void TearDownTestSuite() {
-    delete agent_;
     delete ca_;
-    delete token_;
+    ca_ = nullptr;
+    SharedAgentTest::TearDownTestSuite();
   }
-  void SetUp() override { ASSERT_TRUE(agent_ != nullptr && agent_->Running()) << (agent_ ? agent_->Log() : ""); }
-  void TearDown() override { EXPECT_TRUE(agent_->Running()) << agent_->Log(); }
 
+ protected:
   // An `openssl ca` set-up: certificates with the request's extensions
   // (copy_extensions), or with an extension section of the test's choice.
   static void MakeCa(const TempDir& dir) {
@@ -120,7 +117,6 @@ class LifecycleTest : public ::testing::Test {
     return tmp.File(name + ".csr");
   }
 
-  static CommandResult Ctl(std::vector<std::string> args) { return agent_->Smimectl(std::move(args)); }
   static CommandResult Openssl(std::vector<std::string> args) { return testing::Openssl(std::move(args)); }
   static CommandResult Shell(const std::string& script) { return RunCommand({"sh", "-c", script}); }
 
@@ -153,13 +149,8 @@ class LifecycleTest : public ::testing::Test {
     return {};
   }
 
-  static testing::TestToken* token_;
-  static testing::AgentProcess* agent_;
-  static TempDir* ca_;
+  static inline TempDir* ca_ = nullptr;
 };
-testing::TestToken* LifecycleTest::token_ = nullptr;
-testing::AgentProcess* LifecycleTest::agent_ = nullptr;
-TempDir* LifecycleTest::ca_ = nullptr;
 
 // ---- From an empty key to signed mail --------------------------------------
 

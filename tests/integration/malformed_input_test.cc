@@ -19,6 +19,7 @@
 #include "absl/strings/str_replace.h"
 #include "client/client.h"
 #include "client/lifecycle_client.h"
+#include "tests/testing/agent_fixture.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/test_env.h"
 
@@ -47,24 +48,16 @@ int MutantsPerSeed() {
   return env != nullptr && absl::SimpleAtoi(env, &n) && n > 0 ? n : 120;
 }
 
-class MalformedInputTest : public ::testing::Test {
+class MalformedInputTest : public testing::SharedAgentTest<MalformedInputTest> {
+ public:
+  static testing::SharedAgentSpec AgentSpec() { return {"damage"}; }
+
  protected:
-  static void SetUpTestSuite() {
-    token_ = new testing::TestToken(testing::MakeToken("damage", true));
-    auto agent = testing::AgentProcess::Start(
-        {"--module", testing::kSoftHsmModule, "--token", "damage", "--pin-file", token_->pin_file}, token_->conf);
-    ASSERT_THAT(agent.status(), IsOk());
-    agent_ = agent->release();
-  }
-  static void TearDownTestSuite() {
-    delete agent_;
-    delete token_;
-  }
   void SetUp() override {
-    ASSERT_TRUE(agent_ != nullptr && agent_->Running());
-    auto c = client::AgentClient::Connect(agent_->socket());
-    ASSERT_THAT(c.status(), IsOk());
-    client_ = std::move(*c);
+    SharedAgentTest::SetUp();
+    if (HasFatalFailure()) return;
+    client_ = Client();
+    ASSERT_TRUE(client_ != nullptr);
   }
 
   static std::string Cert(const std::string& name) { return ReadFile(token_->Path("certs/" + name + ".pem")); }
@@ -112,13 +105,8 @@ class MalformedInputTest : public ::testing::Test {
     return seeds;
   }
 
-  static std::unique_ptr<client::AgentClient> client_;
-  static testing::TestToken* token_;
-  static testing::AgentProcess* agent_;
+  std::unique_ptr<client::AgentClient> client_;
 };
-std::unique_ptr<client::AgentClient> MalformedInputTest::client_;
-testing::TestToken* MalformedInputTest::token_ = nullptr;
-testing::AgentProcess* MalformedInputTest::agent_ = nullptr;
 
 // One damaged copy of `in`, and a description of the damage.
 std::pair<std::string, std::string> Mutate(const std::string& in, std::mt19937& rng) {

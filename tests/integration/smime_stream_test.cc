@@ -16,6 +16,7 @@
 #include "absl/strings/str_split.h"
 #include "client/client.h"
 #include "common/limits.h"
+#include "tests/testing/agent_fixture.h"
 #include "tests/testing/gpgsm.h"
 #include "tests/testing/ossl_verify.h"
 #include "tests/testing/status_matchers.h"
@@ -68,10 +69,18 @@ std::string ExpectedEntity(absl::string_view body_lf) {
   return absl::StrCat("Content-Type: text/plain\r\n\r\n", absl::StrReplaceAll(body_lf, {{"\n", "\r\n"}}));
 }
 
-class SmimeStreamTest : public ::testing::Test {
- protected:
+class SmimeStreamTest : public testing::SharedAgentTest<SmimeStreamTest> {
+ public:
+  // Small limits, so the limit tests stay fast and chunks must fit a small
+  // per-message limit.
+  static testing::SharedAgentSpec AgentSpec() {
+    return {"stream", true,
+            testing::AgentOptions::Args(
+                {"--max-request-bytes", "131072", "--max-message-bytes", absl::StrCat(4 * kMiB)})};
+  }
   static void SetUpTestSuite() {
-    token_ = new testing::TestToken(testing::MakeToken("stream", true));
+    SharedAgentTest::SetUpTestSuite();
+    if (::testing::Test::HasFatalFailure()) return;
     keys_ = new TempDir();
     // A recipient whose private key openssl holds, so openssl opens what the
     // agent encrypted.
@@ -88,23 +97,14 @@ class SmimeStreamTest : public ::testing::Test {
                     "-addext", "keyUsage=critical,digitalSignature,keyAgreement", "-addext",
                     "extendedKeyUsage=emailProtection"});
     ASSERT_EQ(r.exit_code, 0) << r.err;
-    // Small limits, so the limit tests stay fast and chunks must fit a
-    // small per-message limit.
-    auto agent = testing::AgentProcess::Start(
-        {"--module", testing::kSoftHsmModule, "--token", "stream", "--pin-file", token_->pin_file,
-         "--max-request-bytes", "131072", "--max-message-bytes", absl::StrCat(4 * kMiB)},
-        token_->conf);
-    ASSERT_THAT(agent.status(), IsOk());
-    agent_ = agent->release();
   }
   static void TearDownTestSuite() {
-    delete agent_;
     delete keys_;
-    delete token_;
+    keys_ = nullptr;
+    SharedAgentTest::TearDownTestSuite();
   }
-  void SetUp() override { ASSERT_TRUE(agent_ != nullptr && agent_->Running()) << (agent_ ? agent_->Log() : ""); }
-  void TearDown() override { EXPECT_TRUE(agent_->Running()) << agent_->Log(); }
 
+ protected:
   static CommandResult Ctl(const testing::AgentProcess& agent, std::vector<std::string> args) {
     args.insert(args.begin(), {"--timeout", "300"});
     testing::RunOptions o;
@@ -112,11 +112,6 @@ class SmimeStreamTest : public ::testing::Test {
     return agent.Smimectl(std::move(args), o);
   }
   CommandResult Ctl(std::vector<std::string> args) { return Ctl(*agent_, std::move(args)); }
-  std::unique_ptr<client::AgentClient> Client() {
-    auto c = client::AgentClient::Connect(agent_->socket());
-    EXPECT_THAT(c.status(), IsOk());
-    return std::move(*c);
-  }
   std::string Cert(const std::string& name) { return token_->Path("certs/" + name + ".pem"); }
 
   // `openssl cms -verify` over the agent's output; returns the content.
@@ -134,20 +129,14 @@ class SmimeStreamTest : public ::testing::Test {
     return ReadFile(tmp.File("decrypted"));
   }
 
-  static testing::TestToken* token_;
-  static TempDir* keys_;
-  static testing::AgentProcess* agent_;
+  static inline TempDir* keys_ = nullptr;
 };
-testing::TestToken* SmimeStreamTest::token_ = nullptr;
-TempDir* SmimeStreamTest::keys_ = nullptr;
-testing::AgentProcess* SmimeStreamTest::agent_ = nullptr;
 
 // The requirement: signing or encrypting 50 MiB keeps the agent under
 // 256 MiB resident; it used to need 285 MiB to sign and ~400 MiB to encrypt.
 // Streaming makes it a few chunks, so the bound here is far below that.
 TEST_F(SmimeStreamTest, FiftyMebibytesSignAndEncryptInBoundedAgentMemory) {
-  auto agent = testing::AgentProcess::Start(
-      {"--module", testing::kSoftHsmModule, "--token", "stream", "--pin-file", token_->pin_file}, token_->conf);
+  auto agent = shared_->StartAnother({});
   ASSERT_THAT(agent.status(), IsOk());
   TempDir tmp;
   const std::string header = "From: alice@example.com\nTo: rcpt@example.com\nSubject: big\n\n";

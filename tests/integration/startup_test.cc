@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "client/client.h"
+#include "tests/testing/agent_fixture.h"
 #include "tests/testing/ossl_verify.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/test_env.h"
@@ -31,6 +32,7 @@ using ::smime::testing::WriteFile;
 using ::testing::HasSubstr;
 using ::testing::Not;
 
+// testing::AgentArgs with a PIN file other than the token's.
 std::vector<std::string> TokenArgs(const testing::TestToken& t, const std::string& pin_file) {
   return {"--module", testing::kSoftHsmModule, "--token", t.label, "--pin-file", pin_file};
 }
@@ -69,7 +71,7 @@ TEST_F(StartupTest, WrongPinStopsAtOnceWithOneAttempt) {
   EXPECT_THAT(r.err, Not(HasSubstr("000000")));
   EXPECT_NE(::access(tmp_.File("s/agent.sock").c_str(), F_OK), 0);  // socket cleaned up
   // The token is still usable with the right PIN.
-  auto agent = AgentProcess::Start(TokenArgs(token_, token_.pin_file), token_.conf);
+  auto agent = AgentProcess::Start(testing::AgentArgs(token_), token_.conf);
   EXPECT_THAT(agent.status(), IsOk());
 }
 
@@ -118,9 +120,9 @@ TEST_F(StartupTest, UnknownTokenAndModuleAreClear) {
 }
 
 TEST_F(StartupTest, SecondAgentOnLiveSocketIsRefusedStaleSocketReplaced) {
-  auto first = AgentProcess::Start(TokenArgs(token_, token_.pin_file), token_.conf);
+  auto first = AgentProcess::Start(testing::AgentArgs(token_), token_.conf);
   ASSERT_THAT(first.status(), IsOk());
-  std::vector<std::string> args = TokenArgs(token_, token_.pin_file);
+  std::vector<std::string> args = testing::AgentArgs(token_);
   args.push_back("--socket");
   args.push_back((*first)->socket());
   CommandResult r = RunAgent(args, token_.conf);
@@ -142,7 +144,7 @@ TEST_F(StartupTest, SecondAgentOnLiveSocketIsRefusedStaleSocketReplaced) {
 }
 
 TEST_F(StartupTest, SigtermFinishesCleanly) {
-  auto agent = AgentProcess::Start(TokenArgs(token_, token_.pin_file), token_.conf);
+  auto agent = AgentProcess::Start(testing::AgentArgs(token_), token_.conf);
   ASSERT_THAT(agent.status(), IsOk());
   std::string socket = (*agent)->socket();
   EXPECT_EQ((*agent)->Stop(), 0);
@@ -168,7 +170,7 @@ TEST_F(StartupTest, ConfigFileWithFlagsWinning) {
 }
 
 TEST_F(StartupTest, SighupPicksUpKeysAddedByAnotherTool) {
-  auto agent = AgentProcess::Start(TokenArgs(token_, token_.pin_file), token_.conf);
+  auto agent = AgentProcess::Start(testing::AgentArgs(token_), token_.conf);
   ASSERT_THAT(agent.status(), IsOk());
   auto c = client::AgentClient::Connect((*agent)->socket());
   ASSERT_THAT(c.status(), IsOk());
@@ -195,10 +197,11 @@ TEST_F(StartupTest, SighupPicksUpKeysAddedByAnotherTool) {
 }
 
 TEST(TokenRemovalTest, RemovedTokenFailsClearlyAndAgentKeepsServing) {
-  testing::TestToken token = testing::MakeToken("removable", true);
-  auto agent = AgentProcess::Start(TokenArgs(token, token.pin_file), token.conf);
-  ASSERT_THAT(agent.status(), IsOk());
-  auto c = client::AgentClient::Connect((*agent)->socket());
+  auto made = testing::TokenAgent::Make("removable", true);
+  ASSERT_THAT(made.status(), IsOk());
+  const testing::TestToken& token = (*made)->token();
+  testing::AgentProcess* agent = &(*made)->agent();
+  auto c = client::AgentClient::Connect(agent->socket());
   ASSERT_THAT(c.status(), IsOk());
   auto sign = [&] {
     return (*c)->SignDigest(client::TextSelector("alice"), agent::v1::SIGNATURE_ALGORITHM_RSA_PKCS1_SHA256,
@@ -209,7 +212,7 @@ TEST(TokenRemovalTest, RemovedTokenFailsClearlyAndAgentKeepsServing) {
   std::string store = token.Path("tokens"), away = token.Path("tokens.away");
   ASSERT_EQ(::rename(store.c_str(), away.c_str()), 0);
   EXPECT_THAT(sign(), StatusIs(absl::StatusCode::kNotFound, HasSubstr("no longer on the token")));
-  EXPECT_TRUE((*agent)->Running());
+  EXPECT_TRUE(agent->Running());
   // Later calls fail the same clear way and the agent keeps serving. (A
   // SoftHSM store that comes back stays invalid in the process that saw it
   // vanish; pulling and re-inserting a token is shown through the fault

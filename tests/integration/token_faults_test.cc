@@ -6,13 +6,10 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
-#include <cstdio>
-#include <filesystem>
 #include <thread>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "client/client.h"
 #include "tests/testing/fault_shim.h"
@@ -46,35 +43,22 @@ class TokenFaultsTest : public ::testing::Test {
   }
 
   void SetUp() override {
-    token_.dir = std::make_unique<TempDir>();
-    token_.label = template_->label;
-    std::filesystem::copy(template_->dir->path(), token_.dir->path(), std::filesystem::copy_options::recursive);
-    token_.conf = token_.Path("softhsm2.conf");
-    token_.pin_file = token_.Path("pin");
-    // The configuration names its token store by absolute path.
-    WriteFile(token_.conf,
-              absl::StrReplaceAll(ReadFile(template_->conf), {{template_->dir->path(), token_.dir->path()}}));
-    control_ = token_.Path("shim-control");
+    token_ = testing::CopyToken(*template_);
+    control_ = testing::FaultControl(token_.Path("shim-control"));
   }
 
   // Starts the agent on the token through the shim with `faults` in force.
   void StartAgent(const std::string& faults = "") {
     Control(faults);
-    auto agent = AgentProcess::Start(
-        {"--module", SMIME_P11_FAULT_SHIM, "--token", token_.label, "--pin-file", token_.pin_file}, token_.conf,
-        {{"SMIME_P11_SHIM_CONTROL", control_}});
+    auto agent = AgentProcess::Start(testing::AgentArgs(token_, testing::FaultShimModule()), token_.conf,
+                                     control_.Env());
     ASSERT_THAT(agent.status(), IsOk());
     agent_ = *std::move(agent);
     auto c = client::AgentClient::Connect(agent_->socket());
     ASSERT_THAT(c.status(), IsOk());
     client_ = *std::move(c);
   }
-  // Replaced in one step: the shim reads it on every call, also while a
-  // signature waits in another thread.
-  void Control(const std::string& directives) {
-    WriteFile(control_ + ".new", directives);
-    ASSERT_EQ(::rename((control_ + ".new").c_str(), control_.c_str()), 0);
-  }
+  void Control(const std::string& directives) { control_.Set(directives); }
 
   absl::StatusOr<std::string> Sign(const std::string& key, const std::string& message) {
     bool ec = key == "bob" || key == "dave";
@@ -85,16 +69,7 @@ class TokenFaultsTest : public ::testing::Test {
     return testing::VerifyDigest(ReadFile(token_.Path("pub/" + key + ".pem")), testing::Sha256(message), sig,
                                  testing::Padding::kPkcs1);
   }
-  // Whether one line of the agent's log (audit lines included) has all `parts`.
-  bool LogHasLine(const std::vector<std::string>& parts) {
-    std::string log = agent_->Log();
-    for (absl::string_view line : absl::StrSplit(log, '\n')) {
-      bool all = true;
-      for (const auto& p : parts) all = all && absl::StrContains(line, p);
-      if (all) return true;
-    }
-    return false;
-  }
+  bool LogHasLine(const std::vector<std::string>& parts) { return agent_->LogHasLine(parts); }
   std::vector<std::string> Labels() {
     std::vector<std::string> out;
     auto keys = client_->ListKeys();
@@ -107,7 +82,7 @@ class TokenFaultsTest : public ::testing::Test {
 
   static testing::TestToken* template_;
   testing::TestToken token_;
-  std::string control_;
+  testing::FaultControl control_{""};
   std::unique_ptr<AgentProcess> agent_;
   std::unique_ptr<client::AgentClient> client_;
 };
@@ -171,7 +146,7 @@ TEST_F(TokenFaultsTest, TokenPulledDuringSignatureFailsThatCallCleanly) {
   StartAgent("sign-hold\n");
   absl::StatusOr<std::string> during = absl::UnknownError("not run");
   std::thread signer([&] { during = Sign("alice", "during"); });
-  const bool inside = testing::FaultControl(control_).WaitUntilSigning();
+  const bool inside = control_.WaitUntilSigning();
   Control("removed\n");
   signer.join();
   ASSERT_TRUE(inside) << "the signature never reached C_Sign\n" << agent_->Log();

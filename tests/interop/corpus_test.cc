@@ -20,6 +20,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "client/client.h"
+#include "tests/testing/agent_fixture.h"
 #include "tests/testing/ossl_verify.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/test_env.h"
@@ -170,23 +171,21 @@ const std::map<std::string, std::string>& ExpectedDifferences() {
 class CorpusTest : public ::testing::TestWithParam<std::string> {
  protected:
   static void SetUpTestSuite() {
-    token_ = new testing::TestToken(testing::MakeToken("corpus", false));
+    testing::TestToken token = testing::MakeToken("corpus", false);
     testing::CommandResult r = testing::RunCommand(
-        {testing::SourceDir() + "/tests/interop/import-corpus-keys.sh", DataDir(), token_->dir->path(), "corpus"});
+        {testing::SourceDir() + "/tests/interop/import-corpus-keys.sh", DataDir(), token.dir->path(), "corpus"});
     ASSERT_EQ(r.exit_code, 0) << r.err;
-    std::cout << "corpus keys on the token:\n" << ReadFile(token_->Path("corpus-keys.tsv"));
-    auto agent = testing::AgentProcess::Start(
-        {"--module", testing::kSoftHsmModule, "--token", "corpus", "--pin-file", token_->pin_file, "--audit-log",
-         token_->Path("audit.log")},
-        token_->conf);
-    ASSERT_THAT(agent.status(), IsOk());
-    agent_ = agent->release();
-    client_ = client::AgentClient::Connect(agent_->socket())->release();
+    std::cout << "corpus keys on the token:\n" << ReadFile(token.Path("corpus-keys.tsv"));
+    const std::string audit_log = token.Path("audit.log");
+    auto made = testing::TokenAgent::StartOn(std::move(token), testing::AgentOptions::Args({"--audit-log", audit_log}));
+    ASSERT_THAT(made.status(), IsOk());
+    shared_ = *std::move(made);
+    client_ = client::AgentClient::Connect(shared_->agent().socket())->release();
   }
   static void TearDownTestSuite() {
     delete client_;
-    delete agent_;
-    delete token_;
+    client_ = nullptr;
+    shared_.reset();
   }
 
   // Runs the plan; returns the final output, or the failing call's status.
@@ -219,13 +218,9 @@ class CorpusTest : public ::testing::TestWithParam<std::string> {
     return data;
   }
 
-  static testing::TestToken* token_;
-  static testing::AgentProcess* agent_;
-  static client::AgentClient* client_;
+  static inline std::unique_ptr<testing::TokenAgent> shared_;
+  static inline client::AgentClient* client_ = nullptr;
 };
-testing::TestToken* CorpusTest::token_ = nullptr;
-testing::AgentProcess* CorpusTest::agent_ = nullptr;
-client::AgentClient* CorpusTest::client_ = nullptr;
 
 TEST_P(CorpusTest, AgentAgreesWithOpenssl) {
   const std::string source = GetParam();

@@ -18,6 +18,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "client/client.h"
 
@@ -175,6 +176,22 @@ TestToken MakeToken(const std::string& label, bool with_test_keys) {
   t.conf = t.dir->path() + "/softhsm2.conf";
   t.pin_file = t.dir->path() + "/pin";
   return t;
+}
+
+TestToken CopyToken(const TestToken& from) {
+  TestToken t;
+  t.dir = std::make_unique<TempDir>();
+  t.label = from.label;
+  std::filesystem::copy(from.dir->path(), t.dir->path(), std::filesystem::copy_options::recursive);
+  t.conf = t.Path("softhsm2.conf");
+  t.pin_file = t.Path("pin");
+  // The configuration names its token store by absolute path.
+  WriteFile(t.conf, absl::StrReplaceAll(ReadFile(from.conf), {{from.dir->path(), t.dir->path()}}));
+  return t;
+}
+
+std::vector<std::string> AgentArgs(const TestToken& token, const std::string& module) {
+  return {"--module", module, "--token", token.label, "--pin-file", token.pin_file};
 }
 
 absl::StatusOr<std::unique_ptr<AgentProcess>> AgentProcess::Start(

@@ -81,6 +81,13 @@ struct TestToken {
 // Runs softhsm-config/make-token.sh; `with_test_keys` adds the keys and
 // certificates that script documents (alice, bob, carol, dave, erin).
 TestToken MakeToken(const std::string& label, bool with_test_keys);
+// A copy of `token` in a directory of its own, for a test that changes it:
+// cheaper than making one (RSA keys and certificates take seconds).
+TestToken CopyToken(const TestToken& token);
+
+// The flags that put an agent on `token` through `module`: the module, the
+// token's label, its PIN file.
+std::vector<std::string> AgentArgs(const TestToken& token, const std::string& module = kSoftHsmModule);
 
 // The real smime-agent binary, started on a socket in a temp dir.
 class AgentProcess {
