@@ -172,8 +172,14 @@ class CorpusTest : public ::testing::TestWithParam<std::string> {
  protected:
   static void SetUpTestSuite() {
     testing::TestToken token = testing::MakeToken("corpus", false);
+    // The script runs openssl and pkcs11-tool some hundred times: on a busy
+    // machine that takes minutes, so the bound is generous (it only keeps a
+    // hung tool from hanging the suite; ctest's own limit is 600 s).
+    testing::RunOptions slow;
+    slow.timeout = absl::Seconds(480);
     testing::CommandResult r = testing::RunCommand(
-        {testing::SourceDir() + "/tests/interop/import-corpus-keys.sh", DataDir(), token.dir->path(), "corpus"});
+        {testing::SourceDir() + "/tests/interop/import-corpus-keys.sh", DataDir(), token.dir->path(), "corpus"},
+        slow);
     ASSERT_EQ(r.exit_code, 0) << r.err;
     std::cout << "corpus keys on the token:\n" << ReadFile(token.Path("corpus-keys.tsv"));
     const std::string audit_log = token.Path("audit.log");
