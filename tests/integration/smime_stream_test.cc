@@ -160,10 +160,18 @@ TEST_F(SmimeStreamTest, FiftyMebibytesSignAndEncryptInBoundedAgentMemory) {
   size_t after_encrypt = PeakRss((*agent)->pid());
   std::cerr << "agent VmHWM: start " << before / kMiB << " MiB, after signing 50 MiB " << after_sign / kMiB
             << " MiB, after encrypting " << after_encrypt / kMiB << " MiB\n";
+#ifndef SMIME_SANITIZED
   EXPECT_LT(after_sign, 256 * kMiB);
   EXPECT_LT(after_encrypt, 256 * kMiB);
   // O(chunk), not O(message): far less than the message itself.
   EXPECT_LT(after_encrypt - before, 32 * kMiB);
+#else
+  // Under ASan freed memory waits in a quarantine of up to 256 MiB and every
+  // allocation carries redzones, so resident memory says nothing about the
+  // agent's own use: the bounds are checked in the normal build only, the
+  // rest of this test (the 50 MiB round trips) runs in both.
+  std::cerr << "sanitizer build: memory bounds not checked\n";
+#endif
 
   std::string signed_msg = ReadFile(tmp.File("signed"));
   EXPECT_THAT(signed_msg, StartsWith("From: alice@example.com\r\nTo: rcpt@example.com\r\nSubject: big\r\n"
