@@ -17,6 +17,7 @@
 #include "tokens/hex.h"
 #include "tokens/key_values.h"
 #include "tokens/objects.h"
+#include "tokens/ossl.h"
 #include "tokens/pkcs11_uri.h"
 #include "tokens/token.h"
 #include "tokens/with_session.h"
@@ -32,6 +33,17 @@ std::string EndDate(const AttrMap& a) {
     end.clear();
   }
   return end;
+}
+
+// CKA_PUBLIC_KEY_INFO: a DER SubjectPublicKeyInfo.
+std::shared_ptr<EVP_PKEY> PublicKeyFromInfo(const std::string& der) {
+  const unsigned char* p = reinterpret_cast<const unsigned char*>(der.data());
+  EVP_PKEY* key = d2i_PUBKEY(nullptr, &p, static_cast<long>(der.size()));
+  if (key == nullptr) {
+    ClearSslErrors();
+    return nullptr;
+  }
+  return std::shared_ptr<EVP_PKEY>(key, EVP_PKEY_free);
 }
 
 absl::StatusOr<std::vector<CK_OBJECT_HANDLE>> FindClass(Module& m, CK_SESSION_HANDLE s, CK_OBJECT_CLASS cls) {
@@ -114,7 +126,7 @@ absl::StatusOr<std::vector<PrivateKeyObject>> ObjectReader::ReadPrivateKeys(
     ASSIGN_OR_RETURN(std::optional<AttrMap> read,
                      ReadOrSkip(m_, s_, token_label_, h, "private_key",
                                 {CKA_ID, CKA_LABEL, CKA_KEY_TYPE, CKA_SIGN, CKA_DECRYPT, CKA_DERIVE, CKA_MODULUS,
-                                 CKA_PUBLIC_EXPONENT, CKA_EC_PARAMS}));
+                                 CKA_PUBLIC_EXPONENT, CKA_EC_PARAMS, CKA_EC_POINT, CKA_PUBLIC_KEY_INFO}));
     if (!read) continue;
     const AttrMap& a = *read;
     PrivateKeyObject p;
@@ -134,7 +146,9 @@ absl::StatusOr<std::vector<PrivateKeyObject>> ObjectReader::ReadPrivateKeys(
     } else if (kt == CKK_EC) {
       p.algorithm = KeyAlgorithm::kEc;
       p.curve_nid = CurveNid(AttrStr(a, CKA_EC_PARAMS));
+      if (a.count(CKA_EC_POINT)) p.public_key = EcPublicKey(p.curve_nid, UnwrapEcPoint(a.at(CKA_EC_POINT)));
     }
+    if (!p.public_key && !AttrStr(a, CKA_PUBLIC_KEY_INFO).empty()) p.public_key = PublicKeyFromInfo(a.at(CKA_PUBLIC_KEY_INFO));
     out.push_back(std::move(p));
   }
   return out;
@@ -144,25 +158,37 @@ absl::StatusOr<std::vector<PrivateKeyObject>> ObjectReader::ReadPrivateKeys(
 class KeyBuilder {
  public:
   static Inventory Build(const TokenObjects& objects, const CK_TOKEN_INFO& token, uint64_t login_epoch) {
-    Inventory out{std::make_shared<KeyList>(), {}};
-    std::vector<bool> cert_used(objects.certificates.size(), false);
+    std::vector<std::shared_ptr<Key>> keys;
+    std::vector<int> curves;
     for (const PrivateKeyObject& p : objects.private_keys) {
-      std::shared_ptr<Key> key = FromPrivateObject(p, login_epoch);
-      PairPublicKey(*key, objects.public_keys);
-      PairCertificates(*key, objects.certificates, cert_used);
-      Name(*key, p.curve_nid, token);
-      out.keys->push_back(std::move(key));
+      keys.push_back(FromPrivateObject(p, login_epoch));
+      curves.push_back(p.curve_nid);
     }
+    std::vector<bool> cert_used(objects.certificates.size(), false);
+    PairPublicKeysById(keys, curves, objects, cert_used);
+    for (size_t i = 0; i < keys.size(); ++i) {
+      PairPublicKeyObjects(*keys[i], keys, objects.public_keys);
+      PairCertificates(*keys[i], keys, objects.certificates, cert_used);
+      Name(*keys[i], curves[i], token);
+    }
+    Inventory out{std::make_shared<KeyList>(keys.begin(), keys.end()), {}};
     for (size_t i = 0; i < objects.certificates.size(); ++i) {
       if (!cert_used[i]) out.others.push_back(objects.certificates[i].cert);
     }
     std::sort(out.keys->begin(), out.keys->end(), [](const auto& x, const auto& y) {
-      return std::tie(x->id_, x->label_) < std::tie(y->id_, y->label_);
+      return std::tie(x->id_, x->label_, x->handle_) < std::tie(y->id_, y->label_, y->handle_);
     });
     return out;
   }
 
  private:
+  // A public key object or certificate that may be a key's, by CKA_ID.
+  struct Candidate {
+    std::shared_ptr<EVP_PKEY> key;
+    std::string label;
+    std::optional<size_t> cert;  // index into TokenObjects::certificates
+  };
+
   // Build keys: what the private object says of itself.
   static std::shared_ptr<Key> FromPrivateObject(const PrivateKeyObject& p, uint64_t login_epoch) {
     auto key = std::shared_ptr<Key>(new Key());
@@ -179,52 +205,145 @@ class KeyBuilder {
     return key;
   }
 
-  // Pair public keys: from the private object (RSA), else the public key
-  // object with the same CKA_ID; the retire mark from that object.
-  static void PairPublicKey(Key& key, const std::vector<PublicKeyObject>& pubs) {
-    if (!key.public_key_ && !key.id_.empty()) {
-      for (const PublicKeyObject& p : pubs) {
-        if (p.id == key.id_) key.public_key_ = p.key;
+  // `pkey` is of the key's type (and curve, when the private object names
+  // one).
+  static bool Fits(const Key& key, int curve_nid, const EVP_PKEY* pkey) {
+    if (pkey == nullptr) return false;
+    switch (key.algorithm_) {
+      case KeyAlgorithm::kRsa: return EVP_PKEY_is_a(pkey, "RSA");
+      case KeyAlgorithm::kEc:
+        return EVP_PKEY_is_a(pkey, "EC") && (curve_nid == NID_undef || EcCurveNid(pkey) == curve_nid);
+      case KeyAlgorithm::kOther: return false;
+    }
+    return false;
+  }
+
+  // How many different public keys `cands` hold.
+  static size_t Distinct(const std::vector<const Candidate*>& cands) {
+    std::vector<const EVP_PKEY*> seen;
+    for (const Candidate* c : cands) {
+      bool known = std::any_of(seen.begin(), seen.end(), [&](const EVP_PKEY* k) { return SamePublicKey(k, c->key.get()); });
+      if (!known) seen.push_back(c->key.get());
+    }
+    return seen.size();
+  }
+
+  // Pair public keys, for private keys that show none: the public key
+  // objects and certificates under the key's CKA_ID are candidates, less
+  // those whose value another private key shows. One value among them is
+  // the key's, if no other such private key shares the CKA_ID; else the
+  // one value among those with the key's CKA_LABEL, if no other key gets
+  // that one too. Otherwise the key has no public key and records why.
+  static void PairPublicKeysById(std::vector<std::shared_ptr<Key>>& keys, const std::vector<int>& curves,
+                                 const TokenObjects& objects, std::vector<bool>& cert_used) {
+    auto shown = [&](const EVP_PKEY* pkey) {
+      return std::any_of(keys.begin(), keys.end(),
+                         [&](const auto& k) { return k->public_key_ && SamePublicKey(k->public_key_.get(), pkey); });
+    };
+    std::vector<std::vector<Candidate>> cands(keys.size());
+    for (size_t i = 0; i < keys.size(); ++i) {
+      const Key& k = *keys[i];
+      if (k.public_key_ || k.id_.empty()) continue;
+      for (const PublicKeyObject& p : objects.public_keys) {
+        if (p.id == k.id_ && Fits(k, curves[i], p.key.get()) && !shown(p.key.get())) {
+          cands[i].push_back({p.key, p.label, std::nullopt});
+        }
+      }
+      for (size_t c = 0; c < objects.certificates.size(); ++c) {
+        const CertificateObject& cert = objects.certificates[c];
+        EVP_PKEY* pk = X509_get0_pubkey(cert.cert.get());
+        if (cert.id != k.id_ || !Fits(k, curves[i], pk) || shown(pk)) continue;
+        EVP_PKEY_up_ref(pk);
+        cands[i].push_back({std::shared_ptr<EVP_PKEY>(pk, EVP_PKEY_free), cert.label, c});
       }
     }
-    for (const PublicKeyObject& p : pubs) {
-      if (!key.id_.empty() && p.id == key.id_ && !p.end_date.empty()) key.end_date_ = p.end_date;
+    ClearSslErrors();
+    std::vector<const Candidate*> chosen(keys.size(), nullptr);
+    for (size_t i = 0; i < keys.size(); ++i) {
+      if (cands[i].empty()) continue;
+      const Key& k = *keys[i];
+      size_t sharing = 0;  // private keys without a public key under this CKA_ID
+      for (size_t j = 0; j < keys.size(); ++j) {
+        if (!keys[j]->public_key_ && keys[j]->id_ == k.id_ && keys[j]->algorithm_ == k.algorithm_) ++sharing;
+      }
+      std::vector<const Candidate*> all, labelled;
+      for (const Candidate& c : cands[i]) {
+        all.push_back(&c);
+        if (c.label == k.label_) labelled.push_back(&c);
+      }
+      if (sharing == 1 && Distinct(all) == 1) {
+        chosen[i] = all.front();
+      } else if (Distinct(labelled) == 1) {
+        chosen[i] = labelled.front();
+      }
+    }
+    for (size_t i = 0; i < keys.size(); ++i) {
+      if (cands[i].empty()) continue;
+      bool taken_twice = false;
+      for (size_t j = 0; j < keys.size() && chosen[i] != nullptr; ++j) {
+        taken_twice |= j != i && chosen[j] != nullptr && SamePublicKey(chosen[i]->key.get(), chosen[j]->key.get());
+      }
+      Key& k = *keys[i];
+      if (chosen[i] != nullptr && !taken_twice) {
+        k.public_key_ = chosen[i]->key;
+        continue;
+      }
+      k.ambiguity_ = absl::StrCat("the private key object shows no public key, and the public keys and certificates "
+                                  "under its CKA_ID ", k.id_hex(), " do not say which is its own");
+      // Not someone else's certificates either.
+      for (const Candidate& c : cands[i]) {
+        if (c.cert) cert_used[*c.cert] = true;
+      }
     }
   }
 
-  // Pair certificates: same CKA_ID, else same public key. With several (a
-  // renewed certificate for the same key), the one valid longest first.
-  static void PairCertificates(Key& key, const std::vector<CertificateObject>& certs, std::vector<bool>& used) {
+  // An object with `key`'s public value is the key's own, unless several
+  // private keys have that value (the same key stored twice): then only
+  // those under its CKA_ID are.
+  static bool Owns(const Key& key, const std::vector<std::shared_ptr<Key>>& keys, const std::string& object_id) {
+    size_t holders = std::count_if(keys.begin(), keys.end(), [&](const auto& k) {
+      return SamePublicKey(k->public_key_.get(), key.public_key_.get());
+    });
+    return holders <= 1 || object_id == key.id_;
+  }
+
+  // The key's public key objects (the retire mark is on them).
+  static void PairPublicKeyObjects(Key& key, const std::vector<std::shared_ptr<Key>>& keys,
+                                   const std::vector<PublicKeyObject>& pubs) {
+    if (!key.public_key_) return;
+    for (const PublicKeyObject& p : pubs) {
+      if (!SamePublicKey(p.key.get(), key.public_key_.get()) || !Owns(key, keys, p.id)) continue;
+      key.public_key_objects_.push_back(p.handle);
+      if (!p.end_date.empty()) key.end_date_ = p.end_date;
+    }
+  }
+
+  // Pair certificates: those for the key's public key, whatever their
+  // CKA_ID. With several (a renewed certificate for the same key), the one
+  // valid longest first.
+  static void PairCertificates(Key& key, const std::vector<std::shared_ptr<Key>>& keys,
+                               const std::vector<CertificateObject>& certs, std::vector<bool>& used) {
+    if (!key.public_key_) return;
     const CertificateObject* best = nullptr;
-    for (const CertificateObject& c : certs) {
-      bool pairs = (!key.id_.empty() && c.id == key.id_) ||
-                   SamePublicKey(X509_get0_pubkey(c.cert.get()), key.public_key_.get());
-      if (!pairs) continue;
-      if (key.public_key_ && !SamePublicKey(X509_get0_pubkey(c.cert.get()), key.public_key_.get())) {
-        continue;  // same CKA_ID but another key: not this key's certificate
-      }
+    std::vector<const CertificateObject*> mine;
+    for (size_t i = 0; i < certs.size(); ++i) {
+      const CertificateObject& c = certs[i];
+      if (!SamePublicKey(X509_get0_pubkey(c.cert.get()), key.public_key_.get())) continue;
+      used[i] = true;
+      mine.push_back(&c);
+      if (Owns(key, keys, c.id)) key.certificate_objects_.push_back(c.handle);
       if (best == nullptr ||
           ASN1_TIME_compare(X509_get0_notAfter(c.cert.get()), X509_get0_notAfter(best->cert.get())) > 0) {
         best = &c;
       }
     }
-    if (best != nullptr) key.certificates_.push_back(best->cert);
-    for (size_t i = 0; i < certs.size(); ++i) {
-      const CertificateObject& c = certs[i];
-      bool mine = SamePublicKey(X509_get0_pubkey(c.cert.get()), key.public_key_.get());
-      if (mine || &c == best) used[i] = true;
-      if (mine && &c != best) key.certificates_.push_back(c.cert);
-    }
     if (best == nullptr) return;
+    key.certificates_.push_back(best->cert);
+    for (const CertificateObject* c : mine) {
+      if (c != best) key.certificates_.push_back(c->cert);
+    }
     key.certificate_ = best->cert;
     key.cert_summary_ = Summarize(best->cert.get());
-    if (!key.public_key_) {
-      EVP_PKEY* pk = X509_get0_pubkey(best->cert.get());
-      if (pk != nullptr) {
-        EVP_PKEY_up_ref(pk);
-        key.public_key_ = std::shared_ptr<EVP_PKEY>(pk, EVP_PKEY_free);
-      }
-    }
   }
 
   // Size, short name and URI, once the public key is known.
@@ -284,6 +403,15 @@ absl::Status Token::Refresh() {
   }
   SMIME_LOG(kInfo, "keys_loaded").Kv("token", label_).Kv("keys", Keys()->size());
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::shared_ptr<const Key>> Token::ReadKeyAgain(Session& s, const Key& key) {
+  ASSIGN_OR_RETURN(internal::TokenObjects objects, internal::ObjectReader(*module_, s.handle(), label_).ReadAll());
+  internal::Inventory now = internal::BuildInventory(objects, info_, key.login_epoch_);
+  for (const auto& k : *now.keys) {
+    if (k->handle_ == key.handle_ && k->id_ == key.id_ && k->label_ == key.label_) return k;
+  }
+  return CkrStatus("key lookup", CKR_KEY_HANDLE_INVALID);
 }
 
 bool Token::RefreshIfOlderThan(absl::Duration age) {

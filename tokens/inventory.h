@@ -48,7 +48,9 @@ struct PrivateKeyObject {
   bool can_decrypt = false;
   bool can_derive = false;
   // The public key the private object itself shows (RSA: CKA_MODULUS and
-  // CKA_PUBLIC_EXPONENT); null when it shows none.
+  // CKA_PUBLIC_EXPONENT; EC: CKA_EC_POINT, which few tokens keep there; any:
+  // a non-empty CKA_PUBLIC_KEY_INFO); null when it shows none (SoftHSM's EC
+  // keys).
   std::shared_ptr<EVP_PKEY> public_key;
 };
 
@@ -89,7 +91,12 @@ class ObjectReader {
 };
 
 // Builds the keys of `objects` (handles valid in `login_epoch`); `token`
-// names the token in key URIs.
+// names the token in key URIs. Public key objects and certificates pair
+// with a private key by public key value. A private key that shows no
+// public key takes the one public key its CKA_ID (and, if that is shared
+// by several, its CKA_LABEL) names unambiguously; when that names none or
+// several, the key has none and records why (its objects cannot be told
+// apart from another key's).
 Inventory BuildInventory(const TokenObjects& objects, const CK_TOKEN_INFO& token, uint64_t login_epoch);
 
 }  // namespace smime::tokens::internal

@@ -78,6 +78,16 @@ class Key {
   std::vector<std::shared_ptr<X509>> certificates_;
   CertificateSummary cert_summary_;
   std::string end_date_;
+  // The key's own public key and certificate objects, told apart from other
+  // keys' by their public key value, not by CKA_ID (which another tool may
+  // have given two keys): what the retire mark goes on and what deleting
+  // the key destroys.
+  std::vector<CK_OBJECT_HANDLE> public_key_objects_;
+  std::vector<CK_OBJECT_HANDLE> certificate_objects_;
+  // Why the key's objects cannot be told apart from another key's (the
+  // private object shows no public key and its CKA_ID is shared), or empty.
+  // Such a key lists no public key; retire, reinstate and delete refuse it.
+  std::string ambiguity_;
 };
 
 using KeyList = std::vector<std::shared_ptr<const Key>>;

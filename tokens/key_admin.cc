@@ -185,22 +185,18 @@ absl::Status Token::RetireKey(const Key& key, absl::Time now, absl::Time deadlin
 absl::Status Token::ReinstateKey(const Key& key, absl::Time deadline) { return WriteRetireMark(key, "", deadline); }
 
 absl::Status Token::WriteRetireMark(const Key& key, const std::string& date, absl::Time deadline) {
-  std::string id = key.id();
-  auto done = WithSession(deadline, [&](Session& s) -> absl::StatusOr<bool> {
-    Module& m = *module_;
-    CK_OBJECT_CLASS cls = CKO_PUBLIC_KEY;
-    std::vector<CK_OBJECT_HANDLE> pubs;
-    if (!id.empty()) {
-      ASSIGN_OR_RETURN(pubs, internal::FindObjectsMatching(m, s.handle(), {{CKA_CLASS, &cls, sizeof(cls)},
-                                                                           {CKA_ID, id.data(), id.size()}}));
-    }
-    if (pubs.empty()) {
+  auto done = WithKeySession(key, deadline, [&](Session& s, const Key& k) -> absl::StatusOr<bool> {
+    ASSIGN_OR_RETURN(std::shared_ptr<const Key> now, ReadKeyAgain(s, k));
+    if (!now->ambiguity_.empty()) return CannotTellApart(*now, date.empty() ? "reinstated" : "retired");
+    if (now->public_key_objects_.empty()) {
       return absl::FailedPreconditionError(absl::StrCat(
           Describe(key), " has no public key object on the token to carry the retire mark (CKA_END_DATE)"));
     }
     // An empty CK_DATE means "no end date" (PKCS#11 3.0 §4.4).
     CK_ATTRIBUTE end = {CKA_END_DATE, date.empty() ? nullptr : const_cast<char*>(date.data()), date.size()};
-    for (CK_OBJECT_HANDLE h : pubs) RETURN_IF_ERROR(P11_CALL(m, C_SetAttributeValue, s.handle(), h, &end, 1));
+    for (CK_OBJECT_HANDLE h : now->public_key_objects_) {
+      RETURN_IF_ERROR(P11_CALL(*module_, C_SetAttributeValue, s.handle(), h, &end, 1));
+    }
     return true;
   });
   if (!done.ok()) return done.status();
@@ -213,34 +209,17 @@ absl::Status Token::WriteRetireMark(const Key& key, const std::string& date, abs
 }
 
 absl::StatusOr<size_t> Token::DeleteKey(const Key& key, absl::Time deadline) {
-  std::string id = key.id();
   auto destroyed = WithKeySession(key, deadline, [&](Session& s, const Key& k) -> absl::StatusOr<size_t> {
-    Module& m = *module_;
-    std::vector<CK_OBJECT_HANDLE> doomed;
-    if (!id.empty()) {
-      CK_OBJECT_CLASS pub = CKO_PUBLIC_KEY, cert = CKO_CERTIFICATE;
-      for (CK_OBJECT_CLASS* cls : {&pub, &cert}) {
-        ASSIGN_OR_RETURN(auto found, internal::FindObjectsMatching(m, s.handle(), {{CKA_CLASS, cls, sizeof(*cls)},
-                                                                                    {CKA_ID, id.data(), id.size()}}));
-        doomed.insert(doomed.end(), found.begin(), found.end());
-      }
-    }
-    // Certificates of this key stored under another CKA_ID.
-    CK_OBJECT_CLASS cert_cls = CKO_CERTIFICATE;
-    ASSIGN_OR_RETURN(auto certs, internal::FindObjectsMatching(m, s.handle(), {{CKA_CLASS, &cert_cls, sizeof(cert_cls)}}));
-    for (CK_OBJECT_HANDLE h : certs) {
-      if (std::find(doomed.begin(), doomed.end(), h) != doomed.end()) continue;
-      auto a = ReadAttributes(m, s.handle(), h, {CKA_VALUE});
-      if (!a.ok() || !a->count(CKA_VALUE)) continue;
-      auto c = ParseDerCertificate((*a)[CKA_VALUE]);
-      if (c.ok() && internal::SamePublicKey(X509_get0_pubkey(c->get()), k.public_key())) doomed.push_back(h);
-    }
+    ASSIGN_OR_RETURN(std::shared_ptr<const Key> now, ReadKeyAgain(s, k));
+    if (!now->ambiguity_.empty()) return CannotTellApart(*now, "deleted");
     // The private key first: once it is gone the key is gone, whatever
     // happens to the rest.
-    RETURN_IF_ERROR(P11_CALL(m, C_DestroyObject, s.handle(), k.handle_));
+    RETURN_IF_ERROR(P11_CALL(*module_, C_DestroyObject, s.handle(), now->handle_));
     size_t n = 1;
-    for (CK_OBJECT_HANDLE h : doomed) {
-      if (P11_CALL(m, C_DestroyObject, s.handle(), h).ok()) ++n;
+    for (const auto* objects : {&now->public_key_objects_, &now->certificate_objects_}) {
+      for (CK_OBJECT_HANDLE h : *objects) {
+        if (P11_CALL(*module_, C_DestroyObject, s.handle(), h).ok()) ++n;
+      }
     }
     return n;
   });
@@ -248,6 +227,12 @@ absl::StatusOr<size_t> Token::DeleteKey(const Key& key, absl::Time deadline) {
   SMIME_LOG(kInfo, "key_deleted").Kv("token", label_).Kv("id", key.id_hex()).Kv("objects", *destroyed);
   RETURN_IF_ERROR(Refresh());
   return *destroyed;
+}
+
+absl::Status Token::CannotTellApart(const Key& key, absl::string_view nothing_was) {
+  return absl::FailedPreconditionError(absl::StrCat(
+      Describe(key), " cannot be told apart from another key on the token: ", key.ambiguity_, ". Nothing was ",
+      nothing_was, "; give each key its own CKA_ID with the token's tool first"));
 }
 
 }  // namespace smime::tokens

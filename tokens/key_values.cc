@@ -1,5 +1,3 @@
-// The ASN1_STRING deleter is still behind the guard (tokens/ossl.h).
-#define SMIME_OSSL_ALL_FREES
 #include "tokens/key_values.h"
 
 #include <openssl/core_names.h>
@@ -10,6 +8,14 @@
 
 namespace smime::tokens::internal {
 namespace {
+
+// Not SslPtr: SslFree<ASN1_BIT_STRING> (the one ASN1_STRING type) lives in
+// tokens/ossl_types.h, which agent/ does not include yet while it keeps a
+// copy of its own (see there).
+struct OctetStringFree {
+  void operator()(ASN1_OCTET_STRING* p) const { ASN1_OCTET_STRING_free(p); }
+};
+using OctetStringPtr = std::unique_ptr<ASN1_OCTET_STRING, OctetStringFree>;
 
 // An EVP_PKEY of `type` ("RSA", "EC") from the parameters in `bld`.
 std::shared_ptr<EVP_PKEY> PublicKeyFromParams(const char* type, OSSL_PARAM_BLD* bld) {
@@ -50,7 +56,7 @@ std::string CurveParamsDer(int nid) { return DerString(OBJ_nid2obj(nid), i2d_ASN
 std::string UnwrapEcPoint(absl::string_view value) {
   const unsigned char* start = reinterpret_cast<const unsigned char*>(value.data());
   const unsigned char* p = start;
-  SslPtr<ASN1_OCTET_STRING> os(d2i_ASN1_OCTET_STRING(nullptr, &p, static_cast<long>(value.size())));
+  OctetStringPtr os(d2i_ASN1_OCTET_STRING(nullptr, &p, static_cast<long>(value.size())));
   if (!os || p != start + value.size()) {
     ClearSslErrors();
     return std::string(value);
@@ -60,7 +66,7 @@ std::string UnwrapEcPoint(absl::string_view value) {
 }
 
 std::string WrapEcPoint(absl::string_view point) {
-  SslPtr<ASN1_OCTET_STRING> os(ASN1_OCTET_STRING_new());
+  OctetStringPtr os(ASN1_OCTET_STRING_new());
   if (!os || ASN1_OCTET_STRING_set(os.get(), reinterpret_cast<const unsigned char*>(point.data()),
                                    static_cast<int>(point.size())) != 1) {
     ClearSslErrors();

@@ -135,17 +135,24 @@ class Token {
   // already present). When any step fails, every object this call created
   // is destroyed. ALREADY_EXISTS when the token holds a private key with
   // the same CKA_ID. `key` is only read; the caller frees it.
-  // Retires `key` from signing: sets CKA_END_DATE of its public key object
-  // (same CKA_ID) to the UTC date of `now` (PKCS#11: the end date for the
-  // key). Nothing else changes; the key still decrypts. FAILED_PRECONDITION
-  // when the key has no public key object.
+  //
+  // Retire, reinstate and delete act on the key's own objects: those with
+  // its public key value, never merely those with its CKA_ID (another tool
+  // may have given two keys one CKA_ID). When the token does not show which
+  // are the key's (tokens/inventory.h), they refuse with
+  // FAILED_PRECONDITION naming the key and change nothing.
+  //
+  // Retires `key` from signing: sets CKA_END_DATE of its public key objects
+  // to the UTC date of `now` (PKCS#11: the end date for the key). Nothing
+  // else changes; the key still decrypts. FAILED_PRECONDITION when the key
+  // has no public key object.
   absl::Status RetireKey(const Key& key, absl::Time now, absl::Time deadline);
-  // Undoes RetireKey: clears CKA_END_DATE of `key`'s public key object, so
+  // Undoes RetireKey: clears CKA_END_DATE of `key`'s public key objects, so
   // the key signs again (if its certificate is valid).
   absl::Status ReinstateKey(const Key& key, absl::Time deadline);
-  // Destroys `key`'s private key object, its public key object (same
-  // CKA_ID) and every certificate object of the key (same CKA_ID or the
-  // same public key). Returns how many objects were destroyed.
+  // Destroys `key`'s private key object, its public key objects and its
+  // certificate objects (whatever their CKA_ID). Returns how many objects
+  // were destroyed.
   absl::StatusOr<size_t> DeleteKey(const Key& key, absl::Time deadline);
 
   struct ImportedKey {
@@ -174,6 +181,13 @@ class Token {
   // Sets CKA_END_DATE ("YYYYMMDD", or empty for none) on `key`'s public
   // key objects, then re-reads the keys.
   absl::Status WriteRetireMark(const Key& key, const std::string& date, absl::Time deadline);
+  // `key` as the token's objects show it now, read on `s`: its own public
+  // key and certificate objects, or why they cannot be told apart. A
+  // CKR_KEY_HANDLE_INVALID status when its private key object is gone.
+  absl::StatusOr<std::shared_ptr<const Key>> ReadKeyAgain(Session& s, const Key& key);
+  // FAILED_PRECONDITION: `key` (ReadKeyAgain's) has objects that cannot be
+  // told apart from another key's, so nothing was `nothing_was`.
+  static absl::Status CannotTellApart(const Key& key, absl::string_view nothing_was);
   // Logs in again on the anchor session, first reopening it if the token
   // was gone (reconnect_needed_) or it turns out dead. With `only_if_gone`,
   // does nothing unless reconnect_needed_ is still set (another caller may
@@ -194,7 +208,8 @@ class Token {
   // Runs `op(session, key)` on a session (WithSession). When the key's handle
   // is stale (from before a re-login) or the token says it is invalid (the
   // token was reinserted, or its objects reloaded), re-reads the keys if
-  // needed and runs `op` once more on the key with the same id and label.
+  // needed and runs `op` once more on the key with the same id, label and
+  // public key; FAILED_PRECONDITION when several keys are that.
   template <typename Op>
   auto WithKeySession(const Key& key, absl::Time deadline, Op op)
       -> decltype(op(std::declval<Session&>(), key));

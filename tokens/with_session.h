@@ -6,10 +6,12 @@
 #define SMIME_TOKENS_WITH_SESSION_H_
 
 #include <optional>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
 #include "tokens/ckr_status.h"
+#include "tokens/key_values.h"
 #include "tokens/token.h"
 
 namespace smime::tokens {
@@ -73,8 +75,19 @@ auto Token::WithKeySession(const Key& key, absl::Time deadline, Op op)
     if (absl::IsUnavailable(st)) return st;  // the token is gone: say so
     if (!st.ok()) return result;
   }
-  for (const auto& fresh : *Keys()) {
-    if (fresh->id() == key.id() && fresh->label() == key.label()) return run(*fresh);
+  // The same key, newly read: same CKA_ID and label and, when known, the
+  // same public key (two keys may share CKA_ID and label).
+  std::shared_ptr<const KeyList> keys = Keys();
+  std::vector<const Key*> same;
+  for (const auto& fresh : *keys) {
+    if (fresh->id() != key.id() || fresh->label() != key.label()) continue;
+    if (key.public_key() != nullptr && !internal::SamePublicKey(fresh->public_key(), key.public_key())) continue;
+    same.push_back(fresh.get());
+  }
+  if (same.size() == 1) return run(*same.front());
+  if (same.size() > 1) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        Describe(key), " was read again and several keys now have its CKA_ID, label and public key; select it again"));
   }
   return absl::NotFoundError(
       absl::StrCat(Describe(key), " is no longer on the token; was the token removed?"));

@@ -1,7 +1,6 @@
-// tokens/ossl.h: the deleters (including those still behind the guard),
-// the two kinds of certificate stack, ECDSA r||s to DER, DER to string.
-#define SMIME_OSSL_ALL_FREES
-#include "tokens/ossl.h"
+// tokens/ossl.h and tokens/ossl_types.h: the deleters, the two kinds of
+// certificate stack, ECDSA r||s to DER, DER to string.
+#include "tokens/ossl_types.h"
 
 #include <gtest/gtest.h>
 
