@@ -4,6 +4,7 @@
 #include <grp.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -197,6 +198,12 @@ std::vector<std::string> AgentArgs(const TestToken& token, const std::string& mo
 absl::StatusOr<std::unique_ptr<AgentProcess>> AgentProcess::Start(
     std::vector<std::string> args, const std::string& softhsm_conf,
     std::map<std::string, std::string> env, const std::string& default_socket) {
+  return StartProgram(AgentBinary(), std::move(args), softhsm_conf, std::move(env), default_socket);
+}
+
+absl::StatusOr<std::unique_ptr<AgentProcess>> AgentProcess::StartProgram(
+    const std::string& binary, std::vector<std::string> args, const std::string& softhsm_conf,
+    std::map<std::string, std::string> env, const std::string& default_socket) {
   std::unique_ptr<AgentProcess> p(new AgentProcess());
   p->dir_ = std::make_unique<TempDir>();
   bool has_socket = false;
@@ -215,14 +222,17 @@ absl::StatusOr<std::unique_ptr<AgentProcess>> AgentProcess::Start(
   }
   p->log_path_ = p->dir_->path() + "/agent.log";
   if (!softhsm_conf.empty()) env["SOFTHSM2_CONF"] = softhsm_conf;
-  std::vector<std::string> argv = {AgentBinary()};
+  std::vector<std::string> argv = {binary};
   argv.insert(argv.end(), args.begin(), args.end());
   std::vector<std::string> envs = MergedEnv(env);
   auto c_argv = CStrings(argv);
   auto c_env = CStrings(envs);
   int log_fd = ::open(p->log_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  const pid_t parent = ::getpid();
   pid_t pid = ::fork();
   if (pid == 0) {
+    ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (::getppid() != parent) _exit(127);  // the parent died before prctl
     int devnull = ::open("/dev/null", O_RDONLY);
     ::dup2(devnull, 0);
     ::dup2(log_fd, 1);

@@ -89,7 +89,9 @@ TestToken CopyToken(const TestToken& token);
 // token's label, its PIN file.
 std::vector<std::string> AgentArgs(const TestToken& token, const std::string& module = kSoftHsmModule);
 
-// The real smime-agent binary, started on a socket in a temp dir.
+// The real smime-agent binary, started on a socket in a temp dir. Should
+// the thread that started it die (a crashed test, ^C), the agent gets
+// SIGTERM: it does not linger on the token and the socket.
 class AgentProcess {
  public:
   // Starts the agent with `args` (plus --socket unless given, or unless
@@ -98,6 +100,10 @@ class AgentProcess {
   // check) or exits. On early exit returns its stderr as the error.
   static absl::StatusOr<std::unique_ptr<AgentProcess>> Start(
       std::vector<std::string> args, const std::string& softhsm_conf,
+      std::map<std::string, std::string> env = {}, const std::string& default_socket = "");
+  // The same with another agent binary than the one built with the tests.
+  static absl::StatusOr<std::unique_ptr<AgentProcess>> StartProgram(
+      const std::string& binary, std::vector<std::string> args, const std::string& softhsm_conf,
       std::map<std::string, std::string> env = {}, const std::string& default_socket = "");
   ~AgentProcess();
 
