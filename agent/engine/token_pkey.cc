@@ -59,33 +59,18 @@ int CopyOut(const absl::StatusOr<std::string>& r, unsigned char* to, size_t max)
   return static_cast<int>(r->size());
 }
 
-int RsaPrivEnc(int flen, const unsigned char* from, unsigned char* to, RSA* rsa, int padding) {
+// One RSA private-key operation on the token, for OpenSSL: `pkcs1` with
+// PKCS#1 v1.5 padding, `raw` with none (OpenSSL does PSS or OAEP itself).
+// Our copy of the result is wiped once handed over (a decrypted key).
+int RsaPrivateOp(int flen, const unsigned char* from, unsigned char* to, RSA* rsa, int padding,
+                 tokens::Token::Primitive pkcs1, tokens::Token::Primitive raw) {
   const Binding* b = RsaBinding(rsa);
   if (b == nullptr) return -1;
-  using P = tokens::Token::Primitive;
-  P p;
+  tokens::Token::Primitive p;
   if (padding == RSA_PKCS1_PADDING) {
-    p = P::kRsaPkcs1Sign;
+    p = pkcs1;
   } else if (padding == RSA_NO_PADDING) {
-    p = P::kRsaRawSign;  // PSS, encoded by OpenSSL
-  } else {
-    return -1;
-  }
-  auto r = b->token->PrivateOp(*b->key, p,
-                               absl::string_view(reinterpret_cast<const char*>(from), flen),
-                               CurrentDeadline());
-  return CopyOut(r, to, static_cast<size_t>(RSA_size(rsa)));
-}
-
-int RsaPrivDec(int flen, const unsigned char* from, unsigned char* to, RSA* rsa, int padding) {
-  const Binding* b = RsaBinding(rsa);
-  if (b == nullptr) return -1;
-  using P = tokens::Token::Primitive;
-  P p;
-  if (padding == RSA_PKCS1_PADDING) {
-    p = P::kRsaPkcs1Decrypt;
-  } else if (padding == RSA_NO_PADDING) {
-    p = P::kRsaRawDecrypt;  // OAEP, checked by OpenSSL
+    p = raw;
   } else {
     return -1;
   }
@@ -95,6 +80,18 @@ int RsaPrivDec(int flen, const unsigned char* from, unsigned char* to, RSA* rsa,
   int n = CopyOut(r, to, static_cast<size_t>(RSA_size(rsa)));
   if (r.ok()) OPENSSL_cleanse(const_cast<char*>(r->data()), r->size());
   return n;
+}
+
+int RsaPrivEnc(int flen, const unsigned char* from, unsigned char* to, RSA* rsa, int padding) {
+  using P = tokens::Token::Primitive;
+  // Raw: PSS, encoded by OpenSSL.
+  return RsaPrivateOp(flen, from, to, rsa, padding, P::kRsaPkcs1Sign, P::kRsaRawSign);
+}
+
+int RsaPrivDec(int flen, const unsigned char* from, unsigned char* to, RSA* rsa, int padding) {
+  using P = tokens::Token::Primitive;
+  // Raw: OAEP, checked by OpenSSL.
+  return RsaPrivateOp(flen, from, to, rsa, padding, P::kRsaPkcs1Decrypt, P::kRsaRawDecrypt);
 }
 
 ECDSA_SIG* EcSignSig(const unsigned char* dgst, int dlen, const BIGNUM*, const BIGNUM*, EC_KEY* ec) {

@@ -9,6 +9,7 @@
 
 #include "agent/rpc/audit.h"
 #include "agent/rpc/call_gate.h"
+#include "agent/rpc/handler_decl.h"
 #include "agent/engine/cert_import.h"
 #include "agent/rpc/listener.h"
 #include "smime/agent/v1/lifecycle.grpc.pb.h"
@@ -21,20 +22,13 @@ class LifecycleService final : public v1::Lifecycle::Service {
   LifecycleService(tokens::Token* token, CertificateImporter* importer, const PeerRegistry* peers,
                    const AuditLog* audit, absl::Duration default_deadline = absl::Seconds(30));
 
-  grpc::Status CreateCsr(grpc::ServerContext* ctx, const v1::CreateCsrRequest* req,
-                         v1::CreateCsrResponse* resp) override;
-  grpc::Status ImportCertificates(grpc::ServerContext* ctx, const v1::ImportCertificatesRequest* req,
-                                  v1::ImportCertificatesResponse* resp) override;
-  grpc::Status ImportPkcs12(grpc::ServerContext* ctx, const v1::ImportPkcs12Request* req,
-                            v1::ImportPkcs12Response* resp) override;
-  grpc::Status RetireKey(grpc::ServerContext* ctx, const v1::RetireKeyRequest* req,
-                         v1::RetireKeyResponse* resp) override;
-  grpc::Status DeleteKey(grpc::ServerContext* ctx, const v1::DeleteKeyRequest* req,
-                         v1::DeleteKeyResponse* resp) override;
-  grpc::Status ListContacts(grpc::ServerContext* ctx, const v1::ListContactsRequest* req,
-                            v1::ListContactsResponse* resp) override;
-  grpc::Status DescribePublication(grpc::ServerContext* ctx, const v1::DescribePublicationRequest* req,
-                                   v1::DescribePublicationResponse* resp) override;
+  SMIME_UNARY_HANDLER(CreateCsr);
+  SMIME_UNARY_HANDLER(ImportCertificates);
+  SMIME_UNARY_HANDLER(ImportPkcs12);
+  SMIME_UNARY_HANDLER(RetireKey);
+  SMIME_UNARY_HANDLER(DeleteKey);
+  SMIME_UNARY_HANDLER(ListContacts);
+  SMIME_UNARY_HANDLER(DescribePublication);
 
  private:
   tokens::Token* token_;

@@ -10,6 +10,7 @@
 
 #include "agent/rpc/audit.h"
 #include "agent/rpc/call_gate.h"
+#include "agent/rpc/handler_decl.h"
 #include "agent/engine/cert_import.h"
 #include "agent/engine/contacts.h"
 #include "agent/engine/key_resolver.h"
@@ -37,26 +38,16 @@ class AgentService final : public v1::Agent::Service {
   AgentService(tokens::Token* token, CertificateImporter* importer, const PeerRegistry* peers,
                const AuditLog* audit, ServiceOptions options);
 
-  grpc::Status ListKeys(grpc::ServerContext* ctx, const v1::ListKeysRequest* req,
-                        v1::ListKeysResponse* resp) override;
-  grpc::Status GetCertificate(grpc::ServerContext* ctx, const v1::GetCertificateRequest* req,
-                              v1::GetCertificateResponse* resp) override;
-  grpc::Status GetPublicKey(grpc::ServerContext* ctx, const v1::GetPublicKeyRequest* req,
-                            v1::GetPublicKeyResponse* resp) override;
-  grpc::Status SignDigest(grpc::ServerContext* ctx, const v1::SignDigestRequest* req,
-                          v1::SignDigestResponse* resp) override;
-  grpc::Status DecryptKey(grpc::ServerContext* ctx, const v1::DecryptKeyRequest* req,
-                          v1::DecryptKeyResponse* resp) override;
-  grpc::Status GenerateKey(grpc::ServerContext* ctx, const v1::GenerateKeyRequest* req,
-                           v1::GenerateKeyResponse* resp) override;
-  grpc::Status Sign(grpc::ServerContext* ctx,
-                    grpc::ServerReaderWriter<v1::SignResponse, v1::SignRequest>* stream) override;
-  grpc::Status Verify(grpc::ServerContext* ctx,
-                      grpc::ServerReaderWriter<v1::VerifyResponse, v1::VerifyRequest>* stream) override;
-  grpc::Status Encrypt(grpc::ServerContext* ctx,
-                       grpc::ServerReaderWriter<v1::EncryptResponse, v1::EncryptRequest>* stream) override;
-  grpc::Status Decrypt(grpc::ServerContext* ctx,
-                       grpc::ServerReaderWriter<v1::DecryptResponse, v1::DecryptRequest>* stream) override;
+  SMIME_UNARY_HANDLER(ListKeys);
+  SMIME_UNARY_HANDLER(GetCertificate);
+  SMIME_UNARY_HANDLER(GetPublicKey);
+  SMIME_UNARY_HANDLER(SignDigest);
+  SMIME_UNARY_HANDLER(DecryptKey);
+  SMIME_UNARY_HANDLER(GenerateKey);
+  SMIME_STREAM_HANDLER(Sign);
+  SMIME_STREAM_HANDLER(Verify);
+  SMIME_STREAM_HANDLER(Encrypt);
+  SMIME_STREAM_HANDLER(Decrypt);
 
  private:
   tokens::Token* token_;
