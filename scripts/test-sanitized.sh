@@ -11,7 +11,10 @@
 #   ones the integration tests cover.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-cmake -S . -B build-asan -DSMIME_SANITIZE=ON -DSMIME_WERROR=ON ${SMIME_CMAKE_ARGS:-} >/dev/null
+# No -Werror here: the instrumentation makes GCC 12's flow warnings
+# (maybe-uninitialized inside libstdc++) report code the normal -Werror
+# build accepts; warnings are the normal build's job.
+cmake -S . -B build-asan -DSMIME_SANITIZE=ON -DSMIME_WERROR=OFF ${SMIME_CMAKE_ARGS:-} >/dev/null
 cmake --build build-asan -j"$(nproc)"
 supp="$PWD/tests/sanitizers"
 # Child processes (the agent, smimectl) inherit these.

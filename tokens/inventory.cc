@@ -35,17 +35,6 @@ std::string EndDate(const AttrMap& a) {
   return end;
 }
 
-// CKA_PUBLIC_KEY_INFO: a DER SubjectPublicKeyInfo.
-std::shared_ptr<EVP_PKEY> PublicKeyFromInfo(const std::string& der) {
-  const unsigned char* p = reinterpret_cast<const unsigned char*>(der.data());
-  EVP_PKEY* key = d2i_PUBKEY(nullptr, &p, static_cast<long>(der.size()));
-  if (key == nullptr) {
-    ClearSslErrors();
-    return nullptr;
-  }
-  return std::shared_ptr<EVP_PKEY>(key, EVP_PKEY_free);
-}
-
 absl::StatusOr<std::vector<CK_OBJECT_HANDLE>> FindClass(Module& m, CK_SESSION_HANDLE s, CK_OBJECT_CLASS cls) {
   return FindObjectsMatching(m, s, {{CKA_CLASS, &cls, sizeof(cls)}});
 }
@@ -148,7 +137,7 @@ absl::StatusOr<std::vector<PrivateKeyObject>> ObjectReader::ReadPrivateKeys(
       p.curve_nid = CurveNid(AttrStr(a, CKA_EC_PARAMS));
       if (a.count(CKA_EC_POINT)) p.public_key = EcPublicKey(p.curve_nid, UnwrapEcPoint(a.at(CKA_EC_POINT)));
     }
-    if (!p.public_key && !AttrStr(a, CKA_PUBLIC_KEY_INFO).empty()) p.public_key = PublicKeyFromInfo(a.at(CKA_PUBLIC_KEY_INFO));
+    if (!p.public_key && !AttrStr(a, CKA_PUBLIC_KEY_INFO).empty()) p.public_key = PublicKeyFromDer(a.at(CKA_PUBLIC_KEY_INFO));
     out.push_back(std::move(p));
   }
   return out;
@@ -376,6 +365,7 @@ absl::Status Token::Refresh() {
   struct Found {
     internal::Inventory inventory;
     uint64_t epoch = 0;
+    uint64_t number = 0;  // refresh_count_ when it began reading
   };
   auto found = WithSession(absl::Now() + absl::Seconds(30), [&](Session& s) -> absl::StatusOr<Found> {
     const uint64_t epoch = login_epoch_.load();
@@ -388,16 +378,21 @@ absl::Status Token::Refresh() {
         return CkrStatus("C_GetSessionInfo", CKR_USER_NOT_LOGGED_IN);
       }
     }
+    const uint64_t number = ++refresh_count_;
     ASSIGN_OR_RETURN(internal::TokenObjects objects, internal::ObjectReader(*module_, s.handle(), label_).ReadAll());
-    return Found{internal::BuildInventory(objects, info_, epoch), epoch};
+    return Found{internal::BuildInventory(objects, info_, epoch), epoch, number};
   });
   if (!found.ok()) return found.status();
+  (void)Hook(TestPoint::kRefreshRead);
   {
     absl::MutexLock lock(&keys_mu_);
-    if (found->epoch >= keys_epoch_) {  // a slower refresh from before a re-login loses
+    // A slower refresh that began before the one shown (or before a
+    // re-login) loses: it may not see what was written since.
+    if (std::tie(found->epoch, found->number) > std::tie(keys_epoch_, keys_refresh_)) {
       keys_ = std::move(found->inventory.keys);
       other_certs_ = std::move(found->inventory.others);
       keys_epoch_ = found->epoch;
+      keys_refresh_ = found->number;
     }
     last_refresh_ = absl::Now();
   }

@@ -1,13 +1,16 @@
 // Token's key administration (tokens/token.h): generate, import, store
-// certificates, retire and reinstate, delete. Writes that create several
-// objects are all or nothing (internal::ObjectCreationGuard).
+// certificates, retire and reinstate, delete. One at a time per Token
+// (AdminLock); writes that create several objects are all or nothing
+// (internal::ObjectCreationGuard).
 #include <openssl/obj_mac.h>
 
 #include <algorithm>
 
+#include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
 #include "common/status_macros.h"
+#include "tokens/inventory.h"
 #include "tokens/key_values.h"
 #include "tokens/object_guard.h"
 #include "tokens/objects.h"
@@ -48,29 +51,81 @@ absl::Status CheckLabel(absl::string_view label) {
   return absl::OkStatus();
 }
 
+// What GenerateKey and ImportKey wrote, for Token::WrittenKey.
+struct Written {
+  CK_OBJECT_HANDLE private_key = CK_INVALID_HANDLE;
+  uint64_t epoch = 0;
+  internal::TokenObjects objects;
+  std::vector<bool> created;  // ImportKey: per certificate
+};
+
+// `status` with `message` in front, its payloads (the CK_RV) kept.
+absl::Status Prefixed(const absl::Status& status, absl::string_view message) {
+  absl::Status out(status.code(), absl::StrCat(message, status.message()));
+  status.ForEachPayload([&](absl::string_view url, const absl::Cord& payload) { out.SetPayload(url, payload); });
+  return out;
+}
+
 }  // namespace
+
+class Token::AdminLock {
+ public:
+  explicit AdminLock(Token& token) : mu_(token.admin_mu_) {
+    if (!mu_.TryLock()) {
+      (void)token.Hook(TestPoint::kAdminWait);
+      mu_.Lock();
+    }
+  }
+  AdminLock(const AdminLock&) = delete;
+  AdminLock& operator=(const AdminLock&) = delete;
+  ~AdminLock() { mu_.Unlock(); }
+
+ private:
+  absl::Mutex& mu_;
+};
+
+absl::Status Token::RefreshAfterWrite(absl::string_view write) {
+  (void)Hook(TestPoint::kWritten);
+  absl::Status st = Refresh();
+  if (!st.ok()) {
+    SMIME_LOG(kWarning, "keys_refresh_failed").Kv("token", label_).Kv("after", write)
+        .Kv("result", "the write stands; the key list catches up at the next refresh").Kv("reason", st.message());
+  }
+  return st;
+}
+
+std::shared_ptr<const Key> Token::WrittenKey(CK_OBJECT_HANDLE handle, uint64_t epoch, bool refreshed,
+                                             const internal::TokenObjects& as_written) {
+  if (refreshed) {
+    for (const auto& k : *Keys()) {
+      if (k->handle_ == handle && k->login_epoch_ == epoch) return k;
+    }
+  }
+  return internal::BuildInventory(as_written, info_, epoch).keys->front();
+}
+
+absl::Status Token::DestroyObject(Session& s, CK_OBJECT_HANDLE object) {
+  RETURN_IF_ERROR(Hook(TestPoint::kDestroyObject, object));
+  return P11_CALL(*module_, C_DestroyObject, s.handle(), object);
+}
 
 absl::StatusOr<std::shared_ptr<const Key>> Token::GenerateKey(KeySpec spec, absl::string_view label,
                                                               absl::Time deadline) {
   RETURN_IF_ERROR(CheckLabel(label));
-  for (const auto& k : *Keys()) {
-    if (k->label() == label) {
-      return absl::AlreadyExistsError(absl::StrCat(
-          "a key labelled \"", label, "\" already exists (id ", k->id_hex(), "); choose another label"));
-    }
-  }
+  AdminLock admin(*this);
   CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
   CK_ULONG modulus_bits = 0;
   CK_BYTE exponent[] = {0x01, 0x00, 0x01};
-  std::string ec_params;
-  bool rsa = true;
+  int curve = NID_undef;
   switch (spec) {
     case KeySpec::kRsa2048: modulus_bits = 2048; break;
     case KeySpec::kRsa3072: modulus_bits = 3072; break;
     case KeySpec::kRsa4096: modulus_bits = 4096; break;
-    case KeySpec::kEcP256: rsa = false; ec_params = internal::CurveParamsDer(NID_X9_62_prime256v1); break;
-    case KeySpec::kEcP384: rsa = false; ec_params = internal::CurveParamsDer(NID_secp384r1); break;
+    case KeySpec::kEcP256: curve = NID_X9_62_prime256v1; break;
+    case KeySpec::kEcP384: curve = NID_secp384r1; break;
   }
+  const bool rsa = curve == NID_undef;
+  std::string ec_params = rsa ? "" : internal::CurveParamsDer(curve);
   std::string label_copy(label);
   std::vector<CK_ATTRIBUTE> pub_tmpl = {
       {CKA_TOKEN, &yes, sizeof(yes)},
@@ -98,33 +153,56 @@ absl::StatusOr<std::shared_ptr<const Key>> Token::GenerateKey(KeySpec spec, absl
     pub_tmpl.push_back({CKA_EC_PARAMS, ec_params.data(), ec_params.size()});
     priv_tmpl.push_back({CKA_DERIVE, &yes, sizeof(yes)});
   }
-  auto id = WithSession(deadline, [&](Session& s) -> absl::StatusOr<std::string> {
+  auto written = WithSession(deadline, [&](Session& s) -> absl::StatusOr<Written> {
+    Module& m = *module_;
+    // On the token, not in the key list: the list may lag behind (another
+    // tool, or a refresh after our last write that failed).
+    CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
+    ASSIGN_OR_RETURN(auto same_label, internal::FindObjectsMatching(m, s.handle(), {{CKA_CLASS, &cls, sizeof(cls)},
+                                                                                    {CKA_LABEL, label_copy.data(),
+                                                                                     label_copy.size()}}));
+    if (!same_label.empty()) {
+      auto id = ReadAttributes(m, s.handle(), same_label.front(), {CKA_ID});
+      return absl::AlreadyExistsError(absl::StrCat("a key labelled \"", label, "\" already exists (id ",
+                                                   id.ok() ? HexEncode(internal::AttrStr(*id, CKA_ID)) : "unknown",
+                                                   "); choose another label"));
+    }
+    RETURN_IF_ERROR(Hook(TestPoint::kLabelChecked));
+    Written out;
+    out.epoch = login_epoch_.load();
     CK_OBJECT_HANDLE pub = CK_INVALID_HANDLE, priv = CK_INVALID_HANDLE;
-    RETURN_IF_ERROR(P11_CALL(*module_, C_GenerateKeyPair, s.handle(), &mech, pub_tmpl.data(),
-                             pub_tmpl.size(), priv_tmpl.data(), priv_tmpl.size(), &pub, &priv));
-    ObjectCreationGuard guard(*module_, s.handle());  // no orphan key without an id
+    RETURN_IF_ERROR(P11_CALL(m, C_GenerateKeyPair, s.handle(), &mech, pub_tmpl.data(), pub_tmpl.size(),
+                             priv_tmpl.data(), priv_tmpl.size(), &pub, &priv));
+    ObjectCreationGuard guard(m, s.handle());  // no orphan key without an id
     guard.Add(priv);
     guard.Add(pub);
-    ASSIGN_OR_RETURN(internal::AttrMap attrs, ReadAttributes(*module_, s.handle(), pub, {rsa ? CKA_MODULUS : CKA_EC_POINT}));
+    ASSIGN_OR_RETURN(internal::AttrMap attrs, ReadAttributes(m, s.handle(), pub, {rsa ? CKA_MODULUS : CKA_EC_POINT}));
     if (attrs.empty()) return absl::InternalError("token did not return the new public key");
-    std::string value = attrs.begin()->second;
-    std::string new_id = internal::KeyIdFromPublicValue(rsa ? value : internal::UnwrapEcPoint(value));
-    CK_ATTRIBUTE set_id = {CKA_ID, new_id.data(), new_id.size()};
-    RETURN_IF_ERROR(P11_CALL(*module_, C_SetAttributeValue, s.handle(), pub, &set_id, 1));
-    RETURN_IF_ERROR(P11_CALL(*module_, C_SetAttributeValue, s.handle(), priv, &set_id, 1));
+    std::string value = rsa ? attrs.begin()->second : internal::UnwrapEcPoint(attrs.begin()->second);
+    std::string id = internal::KeyIdFromPublicValue(value);
+    CK_ATTRIBUTE set_id = {CKA_ID, id.data(), id.size()};
+    RETURN_IF_ERROR(P11_CALL(m, C_SetAttributeValue, s.handle(), pub, &set_id, 1));
+    RETURN_IF_ERROR(P11_CALL(m, C_SetAttributeValue, s.handle(), priv, &set_id, 1));
     guard.Release();
-    return new_id;
+    std::shared_ptr<EVP_PKEY> public_key =
+        rsa ? internal::RsaPublicKey(value, absl::string_view(reinterpret_cast<char*>(exponent), sizeof(exponent)))
+            : internal::EcPublicKey(curve, value);
+    out.private_key = priv;
+    out.objects.private_keys.push_back({priv, id, label_copy, rsa ? KeyAlgorithm::kRsa : KeyAlgorithm::kEc, curve,
+                                        /*can_sign=*/true, /*can_decrypt=*/rsa, /*can_derive=*/!rsa, public_key});
+    out.objects.public_keys.push_back({pub, id, label_copy, public_key, ""});
+    return out;
   });
-  if (!id.ok()) return id.status();
-  RETURN_IF_ERROR(Refresh());
-  for (const auto& k : *Keys()) {
-    if (k->id() == *id) return k;
-  }
-  return absl::InternalError("generated key not found after refresh");
+  if (!written.ok()) return written.status();
+  SMIME_LOG(kInfo, "key_generated").Kv("token", label_).Kv("id", HexEncode(written->objects.private_keys[0].id))
+      .Kv("label", label_copy);
+  bool refreshed = RefreshAfterWrite("generate").ok();
+  return WrittenKey(written->private_key, written->epoch, refreshed, written->objects);
 }
 
 absl::StatusOr<std::vector<bool>> Token::StoreCertificates(const std::vector<CertificateToStore>& certs,
                                                            absl::Time deadline) {
+  AdminLock admin(*this);
   auto created = WithSession(deadline, [&](Session& s) -> absl::StatusOr<std::vector<bool>> {
     ASSIGN_OR_RETURN(std::vector<std::string> present, internal::CertificateValues(*module_, s.handle()));
     // Leave the token as it was: no half-imported bundle.
@@ -140,7 +218,9 @@ absl::StatusOr<std::vector<bool>> Token::StoreCertificates(const std::vector<Cer
     SMIME_LOG(kInfo, "certificate_stored").Kv("token", label_).Kv("id", HexEncode(certs[i].id))
         .Kv("label", certs[i].label).Kv("category", static_cast<CK_ULONG>(certs[i].category));
   }
-  if (std::find(created->begin(), created->end(), true) != created->end()) RETURN_IF_ERROR(Refresh());
+  if (std::find(created->begin(), created->end(), true) != created->end()) {
+    (void)RefreshAfterWrite("store certificates");
+  }
   return created;
 }
 
@@ -149,8 +229,12 @@ absl::StatusOr<Token::ImportedKey> Token::ImportKey(const EVP_PKEY* key, absl::s
                                                     absl::Time deadline) {
   RETURN_IF_ERROR(CheckLabel(label));
   ASSIGN_OR_RETURN(std::string id, KeyIdForPublicKey(key));
+  std::shared_ptr<EVP_PKEY> public_key = internal::PublicCopy(key);
+  if (!public_key) return absl::InvalidArgumentError("the key's public part cannot be encoded");
+  const bool rsa = EVP_PKEY_is_a(key, "RSA");
   std::string label_copy(label);
-  auto created = WithSession(deadline, [&](Session& s) -> absl::StatusOr<std::vector<bool>> {
+  AdminLock admin(*this);
+  auto written = WithSession(deadline, [&](Session& s) -> absl::StatusOr<Written> {
     Module& m = *module_;
     CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
     ASSIGN_OR_RETURN(auto existing, internal::FindObjectsMatching(m, s.handle(), {{CKA_CLASS, &cls, sizeof(cls)},
@@ -160,22 +244,29 @@ absl::StatusOr<Token::ImportedKey> Token::ImportKey(const EVP_PKEY* key, absl::s
           absl::StrCat("this private key is already on the token (id ", HexEncode(id), "); nothing was written"));
     }
     ASSIGN_OR_RETURN(std::vector<std::string> present, internal::CertificateValues(m, s.handle()));
+    Written out;
+    out.epoch = login_epoch_.load();
     ASSIGN_OR_RETURN(auto pair, internal::CreateKeyPairObjects(m, s.handle(), key, id, label_copy));
-    // Private key first: never leave a key without the rest.
     ObjectCreationGuard guard(m, s.handle());
     guard.Add(pair.first);
     guard.Add(pair.second);
-    ASSIGN_OR_RETURN(std::vector<bool> out, CreateMissingCertificates(m, s.handle(), certs, std::move(present), guard));
-    guard.Release();
+    ASSIGN_OR_RETURN(out.created, CreateMissingCertificates(m, s.handle(), certs, std::move(present), guard));
+    std::vector<CK_OBJECT_HANDLE> made = guard.Release();
+    out.private_key = pair.first;
+    out.objects.private_keys.push_back({pair.first, id, label_copy, rsa ? KeyAlgorithm::kRsa : KeyAlgorithm::kEc,
+                                        rsa ? NID_undef : internal::EcCurveNid(key), /*can_sign=*/true,
+                                        /*can_decrypt=*/rsa, /*can_derive=*/!rsa, public_key});
+    out.objects.public_keys.push_back({pair.second, id, label_copy, public_key, ""});
+    for (size_t i = 0, next = 2; i < certs.size(); ++i) {
+      if (out.created[i]) out.objects.certificates.push_back({made[next++], certs[i].id, certs[i].label, certs[i].cert});
+    }
     return out;
   });
-  if (!created.ok()) return created.status();
+  if (!written.ok()) return written.status();
   SMIME_LOG(kInfo, "key_imported").Kv("token", label_).Kv("id", HexEncode(id)).Kv("label", label_copy);
-  RETURN_IF_ERROR(Refresh());
-  for (const auto& k : *Keys()) {
-    if (k->id() == id) return ImportedKey{k, *std::move(created)};
-  }
-  return absl::InternalError("imported key not found after refresh");
+  bool refreshed = RefreshAfterWrite("import").ok();
+  return ImportedKey{WrittenKey(written->private_key, written->epoch, refreshed, written->objects),
+                     std::move(written->created)};
 }
 
 absl::Status Token::RetireKey(const Key& key, absl::Time now, absl::Time deadline) {
@@ -185,6 +276,7 @@ absl::Status Token::RetireKey(const Key& key, absl::Time now, absl::Time deadlin
 absl::Status Token::ReinstateKey(const Key& key, absl::Time deadline) { return WriteRetireMark(key, "", deadline); }
 
 absl::Status Token::WriteRetireMark(const Key& key, const std::string& date, absl::Time deadline) {
+  AdminLock admin(*this);
   auto done = WithKeySession(key, deadline, [&](Session& s, const Key& k) -> absl::StatusOr<bool> {
     ASSIGN_OR_RETURN(std::shared_ptr<const Key> now, ReadKeyAgain(s, k));
     if (!now->ambiguity_.empty()) return CannotTellApart(*now, date.empty() ? "reinstated" : "retired");
@@ -205,28 +297,36 @@ absl::Status Token::WriteRetireMark(const Key& key, const std::string& date, abs
   } else {
     SMIME_LOG(kInfo, "key_retired").Kv("token", label_).Kv("id", key.id_hex()).Kv("end_date", date);
   }
-  return Refresh();
+  (void)RefreshAfterWrite(date.empty() ? "reinstate" : "retire");
+  return absl::OkStatus();
 }
 
 absl::StatusOr<size_t> Token::DeleteKey(const Key& key, absl::Time deadline) {
-  auto destroyed = WithKeySession(key, deadline, [&](Session& s, const Key& k) -> absl::StatusOr<size_t> {
+  AdminLock admin(*this);
+  size_t destroyed = 0;  // across a retry on a new session too
+  auto done = WithKeySession(key, deadline, [&](Session& s, const Key& k) -> absl::StatusOr<bool> {
     ASSIGN_OR_RETURN(std::shared_ptr<const Key> now, ReadKeyAgain(s, k));
     if (!now->ambiguity_.empty()) return CannotTellApart(*now, "deleted");
-    // The private key first: once it is gone the key is gone, whatever
-    // happens to the rest.
-    RETURN_IF_ERROR(P11_CALL(*module_, C_DestroyObject, s.handle(), now->handle_));
-    size_t n = 1;
-    for (const auto* objects : {&now->public_key_objects_, &now->certificate_objects_}) {
+    // Certificates and public keys first, the private key last: stopped
+    // part-way, the key is still there and works, rather than leaving a
+    // certificate for a key that is gone.
+    for (const auto* objects : {&now->certificate_objects_, &now->public_key_objects_}) {
       for (CK_OBJECT_HANDLE h : *objects) {
-        if (P11_CALL(*module_, C_DestroyObject, s.handle(), h).ok()) ++n;
+        if (absl::Status st = DestroyObject(s, h); !st.ok()) {
+          return Prefixed(st, absl::StrCat("could not delete all objects of ", Describe(key),
+                                           "; its private key was kept, so the key still works; delete it again: "));
+        }
+        ++destroyed;
       }
     }
-    return n;
+    RETURN_IF_ERROR(DestroyObject(s, now->handle_));
+    ++destroyed;
+    return true;
   });
-  if (!destroyed.ok()) return destroyed.status();
-  SMIME_LOG(kInfo, "key_deleted").Kv("token", label_).Kv("id", key.id_hex()).Kv("objects", *destroyed);
-  RETURN_IF_ERROR(Refresh());
-  return *destroyed;
+  if (!done.ok()) return done.status();
+  SMIME_LOG(kInfo, "key_deleted").Kv("token", label_).Kv("id", key.id_hex()).Kv("objects", destroyed);
+  (void)RefreshAfterWrite("delete");
+  return destroyed;
 }
 
 absl::Status Token::CannotTellApart(const Key& key, absl::string_view nothing_was) {

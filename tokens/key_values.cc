@@ -98,6 +98,21 @@ std::shared_ptr<EVP_PKEY> EcPublicKey(int nid, absl::string_view point) {
   return PublicKeyFromParams("EC", bld.get());
 }
 
+std::shared_ptr<EVP_PKEY> PublicKeyFromDer(absl::string_view der) {
+  const unsigned char* p = reinterpret_cast<const unsigned char*>(der.data());
+  EVP_PKEY* key = d2i_PUBKEY(nullptr, &p, static_cast<long>(der.size()));
+  if (key == nullptr) {
+    ClearSslErrors();
+    return nullptr;
+  }
+  return std::shared_ptr<EVP_PKEY>(key, EVP_PKEY_free);
+}
+
+std::shared_ptr<EVP_PKEY> PublicCopy(const EVP_PKEY* key) {
+  std::string der = DerString(key, i2d_PUBKEY);
+  return der.empty() ? nullptr : PublicKeyFromDer(der);
+}
+
 bool SamePublicKey(const EVP_PKEY* a, const EVP_PKEY* b) {
   if (a == nullptr || b == nullptr) return false;
   bool same = EVP_PKEY_eq(a, b) == 1;

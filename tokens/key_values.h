@@ -30,6 +30,13 @@ std::string WrapEcPoint(absl::string_view point);
 std::shared_ptr<EVP_PKEY> RsaPublicKey(absl::string_view n, absl::string_view e);
 std::shared_ptr<EVP_PKEY> EcPublicKey(int nid, absl::string_view point);
 
+// A public key from DER SubjectPublicKeyInfo (CKA_PUBLIC_KEY_INFO); null
+// when it does not parse.
+std::shared_ptr<EVP_PKEY> PublicKeyFromDer(absl::string_view der);
+// The public half of `key` (which may hold a private key too); null on
+// failure.
+std::shared_ptr<EVP_PKEY> PublicCopy(const EVP_PKEY* key);
+
 // Both keys are given and have the same public value (RSA modulus and
 // exponent, EC curve and point).
 bool SamePublicKey(const EVP_PKEY* a, const EVP_PKEY* b);

@@ -17,8 +17,8 @@ class ObjectCreationGuard {
   ObjectCreationGuard(Module& module, CK_SESSION_HANDLE session) : module_(module), session_(session) {}
   ObjectCreationGuard(const ObjectCreationGuard&) = delete;
   ObjectCreationGuard& operator=(const ObjectCreationGuard&) = delete;
-  // Destroys every object added and not released (best effort: the write
-  // already failed, and its error is the one to report).
+  // Destroys every object added and not released, newest first (best
+  // effort: the write already failed, and its error is the one to report).
   ~ObjectCreationGuard();
 
   // An object the write created.

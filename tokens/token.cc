@@ -227,6 +227,20 @@ void Token::NoteTokenGone(uint64_t generation) {
 
 absl::Status Token::GoneStatus(const absl::Status& st) const { return TokenGoneStatus(label_, st); }
 
+void Token::SetTestHook(TestHook hook) {
+  absl::MutexLock lock(&hook_mu_);
+  hook_ = std::move(hook);
+}
+
+absl::Status Token::Hook(TestPoint point, CK_OBJECT_HANDLE object) const {
+  TestHook hook;
+  {
+    absl::MutexLock lock(&hook_mu_);
+    hook = hook_;
+  }
+  return hook ? hook(point, object) : absl::OkStatus();
+}
+
 absl::Status InitializeToken(Module& module, absl::string_view label, const SecretBuffer& so_pin,
                              const SecretBuffer& user_pin) {
   CK_ULONG count = 0;

@@ -12,6 +12,7 @@
 #include <p11-kit/pkcs11.h>
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -24,6 +25,7 @@
 #include "absl/time/time.h"
 #include "tokens/certificate.h"
 #include "tokens/hex.h"
+#include "tokens/inventory.h"
 #include "tokens/key.h"
 #include "tokens/module.h"
 #include "tokens/objects.h"
@@ -114,9 +116,16 @@ class Token {
   absl::StatusOr<std::string> EcdhDerive(const Key& key, absl::string_view peer_point,
                                          absl::Time deadline);
 
+  // Key administration (GenerateKey, StoreCertificates, ImportKey, RetireKey,
+  // ReinstateKey, DeleteKey) runs one call at a time per Token, so a check
+  // and the write it allows (a label is free, then a key gets it) are not
+  // split by another write. A write that succeeded is reported so even when
+  // reading the keys again afterwards fails (that is logged, and the next
+  // refresh catches up).
+  //
   // Generates a key pair: private part CKA_SENSITIVE, not CKA_EXTRACTABLE,
-  // CKA_ID = SHA-1 of the public key value. ALREADY_EXISTS if a key already
-  // has `label`.
+  // CKA_ID = SHA-1 of the public key value. ALREADY_EXISTS if a private key
+  // on the token already has `label`.
   absl::StatusOr<std::shared_ptr<const Key>> GenerateKey(KeySpec spec, absl::string_view label,
                                                          absl::Time deadline);
 
@@ -150,9 +159,11 @@ class Token {
   // Undoes RetireKey: clears CKA_END_DATE of `key`'s public key objects, so
   // the key signs again (if its certificate is valid).
   absl::Status ReinstateKey(const Key& key, absl::Time deadline);
-  // Destroys `key`'s private key object, its public key objects and its
-  // certificate objects (whatever their CKA_ID). Returns how many objects
-  // were destroyed.
+  // Destroys `key`'s certificate objects (whatever their CKA_ID) and public
+  // key objects, then its private key object: a failure part-way leaves the
+  // key usable (it still decrypts what was encrypted to it), never a
+  // certificate whose key is gone, which a sender could still pick. Returns
+  // how many objects were destroyed.
   absl::StatusOr<size_t> DeleteKey(const Key& key, absl::Time deadline);
 
   struct ImportedKey {
@@ -161,6 +172,19 @@ class Token {
   };
   absl::StatusOr<ImportedKey> ImportKey(const EVP_PKEY* key, absl::string_view label,
                                         const std::vector<CertificateToStore>& certs, absl::Time deadline);
+
+  // Test-only: points in Token's work where a test steps in, to make an
+  // ordering that would otherwise depend on timing happen for certain.
+  enum class TestPoint {
+    kAdminWait,      // key administration waits for another one in progress
+    kLabelChecked,   // GenerateKey found its label free, before generating
+    kRefreshRead,    // a refresh read the objects, before publishing the keys
+    kWritten,        // a key administration wrote, before reading keys again
+    kDestroyObject,  // DeleteKey destroys `object` next; a non-OK status
+                     // fails that C_DestroyObject as the token would
+  };
+  using TestHook = std::function<absl::Status(TestPoint point, CK_OBJECT_HANDLE object)>;
+  void SetTestHook(TestHook hook);
 
   const std::string& label() const { return label_; }
   const std::string& serial() const { return serial_; }
@@ -178,6 +202,20 @@ class Token {
   // gets one retry after reconnecting.
   template <typename Op>
   auto WithSession(absl::Time deadline, Op op) -> decltype(op(std::declval<Session&>()));
+  // Holds key administration (see GenerateKey) for its lifetime.
+  class AdminLock;
+  // Calls the test hook, if any; OK without one.
+  absl::Status Hook(TestPoint point, CK_OBJECT_HANDLE object = CK_INVALID_HANDLE) const;
+  // Refresh() after a write that succeeded: a failure is logged (naming
+  // `write`) and returned, never reported as the write's.
+  absl::Status RefreshAfterWrite(absl::string_view write);
+  // The key GenerateKey or ImportKey wrote, private object `handle` in
+  // login epoch `epoch`: as the refreshed list shows it, or, when that
+  // failed or lacks it, built from `as_written` (what the write knows).
+  std::shared_ptr<const Key> WrittenKey(CK_OBJECT_HANDLE handle, uint64_t epoch, bool refreshed,
+                                        const internal::TokenObjects& as_written);
+  // C_DestroyObject of `object` (DeleteKey), through the test hook.
+  absl::Status DestroyObject(Session& s, CK_OBJECT_HANDLE object);
   // Sets CKA_END_DATE ("YYYYMMDD", or empty for none) on `key`'s public
   // key objects, then re-reads the keys.
   absl::Status WriteRetireMark(const Key& key, const std::string& date, absl::Time deadline);
@@ -242,9 +280,15 @@ class Token {
   // (Key::login_epoch_).
   std::atomic<uint64_t> login_epoch_{0};
 
+  // Each refresh takes the next number before it reads; the key list only
+  // ever moves to a refresh that started later (in a later login epoch, or
+  // the same one and a larger number), so a slow refresh from before a
+  // write cannot hide what the write made.
+  std::atomic<uint64_t> refresh_count_{0};
   mutable absl::Mutex keys_mu_;
   std::shared_ptr<const KeyList> keys_ ABSL_GUARDED_BY(keys_mu_);
   uint64_t keys_epoch_ ABSL_GUARDED_BY(keys_mu_) = 0;  // login epoch of keys_
+  uint64_t keys_refresh_ ABSL_GUARDED_BY(keys_mu_) = 0;  // refresh number of keys_
   std::vector<std::shared_ptr<X509>> other_certs_ ABSL_GUARDED_BY(keys_mu_);
   absl::Time last_refresh_ ABSL_GUARDED_BY(keys_mu_) = absl::InfinitePast();
 
@@ -252,6 +296,11 @@ class Token {
   // decoded here from a raw RSA (CKM_RSA_X_509) result.
   std::atomic<bool> oaep_sha1_raw_{false};
   std::atomic<bool> oaep_sha256_raw_{false};
+
+  // Key administration, one at a time (AdminLock).
+  absl::Mutex admin_mu_;
+  mutable absl::Mutex hook_mu_;
+  TestHook hook_ ABSL_GUARDED_BY(hook_mu_);
 };
 
 // Initialises the first token-less slot of `module` (SoftHSM's free slot) as

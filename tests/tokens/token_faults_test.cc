@@ -2,10 +2,8 @@
 // (tests/testing/p11_fault_shim.cc), in process: objects the token will not
 // read, a token pulled and put back while no call saw it go, and a PIN
 // changed while the token was out (tried once, never again).
-#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <openssl/evp.h>
-#include <unistd.h>
 
 #include <cstdlib>
 
@@ -15,6 +13,7 @@
 #include "tests/testing/ossl_verify.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/test_env.h"
+#include "tests/tokens/shim_token.h"
 #include "tokens/token.h"
 
 namespace smime::tokens {
@@ -46,40 +45,23 @@ bool VerifiesWith(const Key& key, const std::string& digest, const std::string& 
 class TokenFaultsTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    dir_ = new testing::TestToken(testing::MakeToken("faults", /*with_test_keys=*/false));
-    WriteFile(Control(), "");
-    ::setenv("SOFTHSM2_CONF", dir_->conf.c_str(), 1);
-    ::setenv("SMIME_P11_SHIM_CONTROL", Control().c_str(), 1);
-    log_fd_ = ::open(dir_->Path("log").c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-    SetLogFd(log_fd_);
-    auto module = Module::Load(SMIME_P11_FAULT_SHIM);
-    ASSERT_THAT(module.status(), IsOk());
-    module_ = new std::shared_ptr<Module>(*module);
-    auto token = Token::Open(*module_, TokenOptions{"faults", 4});
-    ASSERT_THAT(token.status(), IsOk());
-    token_ = token->release();
-    std::string pin = ReadFile(dir_->pin_file);
-    pin.pop_back();
-    ASSERT_THAT(token_->Login(Pin(pin)), IsOk());
+    env_ = new ShimToken("faults");
+    ASSERT_NE(env_->token, nullptr);
+    dir_ = &env_->dir;
+    module_ = &env_->module;
+    token_ = env_->token.get();
     for (const char* label : {"one", "two"}) {
       ASSERT_THAT(token_->GenerateKey(KeySpec::kEcP256, label, Soon()).status(), IsOk());
     }
   }
-  static void TearDownTestSuite() {
-    delete token_;
-    delete module_;
-    SetLogFd(2);
-    ::close(log_fd_);
-    delete dir_;
-  }
+  static void TearDownTestSuite() { delete env_; }
   void TearDown() override {
     SetControl("");
     EXPECT_THAT(token_->Refresh(), IsOk());
     EXPECT_EQ(token_->Keys()->size(), 2u);
   }
 
-  static std::string Control() { return dir_->Path("shim-control"); }
-  static void SetControl(const std::string& directives) { WriteFile(Control(), directives); }
+  static void SetControl(const std::string& directives) { env_->SetControl(directives); }
   // Makes the module (not the Token) see the token gone: pulled while the
   // agent was idle.
   static void ModuleSeesRemoval() {
@@ -88,7 +70,7 @@ class TokenFaultsTest : public ::testing::Test {
     ASSERT_THAT(P11_CALL(**module_, C_GetSlotList, CK_TRUE, nullptr, &n), IsOk());
     ASSERT_EQ(n, 0u);
   }
-  static std::string Log() { return ReadFile(dir_->Path("log")); }
+  static std::string Log() { return env_->Log(); }
   std::shared_ptr<const Key> KeyNamed(Token& token, const std::string& label) {
     for (const auto& k : *token.Keys()) {
       if (k->label() == label) return k;
@@ -105,12 +87,12 @@ class TokenFaultsTest : public ::testing::Test {
   static testing::TestToken* dir_;
   static std::shared_ptr<Module>* module_;
   static Token* token_;
-  static int log_fd_;
+  static ShimToken* env_;
 };
 testing::TestToken* TokenFaultsTest::dir_ = nullptr;
 std::shared_ptr<Module>* TokenFaultsTest::module_ = nullptr;
 Token* TokenFaultsTest::token_ = nullptr;
-int TokenFaultsTest::log_fd_ = -1;
+ShimToken* TokenFaultsTest::env_ = nullptr;
 
 TEST_F(TokenFaultsTest, ObjectThatReadsNotAtAllIsSkippedNotFatal) {
   std::shared_ptr<const Key> two = KeyNamed(*token_, "two");
@@ -122,7 +104,7 @@ TEST_F(TokenFaultsTest, ObjectThatReadsNotAtAllIsSkippedNotFatal) {
 }
 
 TEST_F(TokenFaultsTest, AttributeThatFailsTheBatchIsLeftOutAlone) {
-  SetControl("fail-attr 0x3\n");  // CKA_LABEL, read from private keys only
+  SetControl("fail-attr 0x3\n");  // CKA_LABEL
   ASSERT_THAT(token_->Refresh(), IsOk());
   ASSERT_EQ(token_->Keys()->size(), 2u);
   for (const auto& k : *token_->Keys()) {
