@@ -172,7 +172,11 @@ TestToken MakeToken(const std::string& label, bool with_test_keys) {
   std::vector<std::string> argv = {SourceDir() + "/softhsm-config/make-token.sh", t.dir->path(),
                                    "--label", label};
   if (with_test_keys) argv.push_back("--with-test-keys");
-  CommandResult r = RunCommand(argv);
+  // Seconds on an idle machine (RSA keys, certificates); the bound is for a
+  // broken run only.
+  RunOptions options;
+  options.timeout = absl::Minutes(5);
+  CommandResult r = RunCommand(argv, options);
   if (r.exit_code != 0) throw std::runtime_error("make-token.sh failed: " + r.err);
   t.conf = t.dir->path() + "/softhsm2.conf";
   t.pin_file = t.dir->path() + "/pin";
