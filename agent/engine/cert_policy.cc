@@ -1,5 +1,7 @@
 #include "agent/engine/cert_policy.h"
 
+#include <algorithm>
+
 #include <openssl/evp.h>
 #include <openssl/objects.h>
 #include <openssl/x509v3.h>
@@ -33,15 +35,8 @@ absl::Status Refuse(absl::StatusCode code, CertUse use, const tokens::Certificat
 }
 
 bool HasEmailInSan(X509* cert) {
-  SslPtr<GENERAL_NAMES> sans(
-      static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr)));
-  ClearSslErrors();
-  if (!sans) return false;
-  for (int i = 0; i < sk_GENERAL_NAME_num(sans.get()); ++i) {
-    const GENERAL_NAME* gn = sk_GENERAL_NAME_value(sans.get(), i);
-    if (gn->type == GEN_EMAIL && ASN1_STRING_length(gn->d.rfc822Name) > 0) return true;
-  }
-  return false;
+  std::vector<std::string> emails = tokens::SubjectAltNameEmails(cert);
+  return std::any_of(emails.begin(), emails.end(), [](const std::string& e) { return !e.empty(); });
 }
 
 // The rules for end-entity certificates, in the order a person fixes them.

@@ -24,24 +24,6 @@ std::string Sha256(absl::string_view data) {
   return std::string(reinterpret_cast<char*>(md), sizeof(md));
 }
 
-// subjectAltName rfc822Name entries as written: SMIMEA hashes the local
-// part's octets, so its case must survive (tokens::Summarize lower-cases).
-std::vector<std::string> SanEmails(X509* cert) {
-  std::vector<std::string> out;
-  SslPtr<GENERAL_NAMES> sans(
-      static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr)));
-  ClearSslErrors();
-  if (!sans) return out;
-  for (int i = 0; i < sk_GENERAL_NAME_num(sans.get()); ++i) {
-    const GENERAL_NAME* gn = sk_GENERAL_NAME_value(sans.get(), i);
-    if (gn->type != GEN_EMAIL) continue;
-    std::string e(reinterpret_cast<const char*>(ASN1_STRING_get0_data(gn->d.rfc822Name)),
-                  static_cast<size_t>(ASN1_STRING_length(gn->d.rfc822Name)));
-    if (std::find(out.begin(), out.end(), e) == out.end()) out.push_back(std::move(e));
-  }
-  return out;
-}
-
 bool IsHostname(absl::string_view domain) {
   if (domain.empty() || domain.size() > 253) return false;
   size_t label = 0;
@@ -133,7 +115,9 @@ absl::StatusOr<PublicationSet> DescribePublication(X509* cert, const PublishOpti
 
   std::string smimea_data = options.full ? tokens::HexEncode(tokens::CertificateDer(cert))
                                          : tokens::HexEncode(Sha256(tokens::PublicKeyDer(X509_get0_pubkey(cert))));
-  for (const std::string& email : SanEmails(cert)) {
+  // As written: SMIMEA hashes the local part's octets, so its case must
+  // survive (Summarize lower-cases).
+  for (const std::string& email : tokens::SubjectAltNameEmails(cert)) {
     size_t at = email.rfind('@');
     if (at == std::string::npos || at == 0) {
       set.warnings.push_back(absl::StrCat("\"", email, "\" is not an address with a local part and a domain; skipped"));
