@@ -1,7 +1,7 @@
-// Keys that share a CKA_ID (issue 14 item 2), in process over SoftHSM: two
-// RSA and two EC key pairs imported by pkcs11-tool under one CKA_ID each,
-// with their certificates, and two EC key pairs generated on the token with
-// one CKA_ID and one label. Each key shows its own public key and
+// Keys that share a CKA_ID (issue 14 item 2), in process over SoftHSM, on
+// the token of tests/tokens/shared_id_token.h: two RSA and two EC key pairs
+// imported by pkcs11-tool under one CKA_ID each, with their certificates,
+// and two EC key pairs generated on the token with one CKA_ID and label. Each key shows its own public key and
 // certificate; retiring or deleting one leaves the other as it was; keys
 // whose objects cannot be told apart are refused, not guessed at.
 #include <gtest/gtest.h>
@@ -11,6 +11,7 @@
 #include "tests/testing/ossl_verify.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/test_env.h"
+#include "tests/tokens/shared_id_token.h"
 #include "tokens/objects.h"
 #include "tokens/ossl.h"
 #include "tokens/token.h"
@@ -30,65 +31,21 @@ absl::Time Soon() { return absl::Now() + absl::Seconds(20); }
 class SharedIdTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    dir_ = new testing::TestToken(testing::MakeToken("shared-id", /*with_test_keys=*/false));
-    pin_ = ReadFile(dir_->pin_file);
-    while (!pin_.empty() && pin_.back() == '\n') pin_.pop_back();
-    // Made by other tools, before this process loads the module.
-    std::map<std::string, std::string> env = {{"SOFTHSM2_CONF", dir_->conf}};
-    for (const auto& [name, id, spec] : {std::tuple{"r1", "0a", "RSA"}, std::tuple{"r2", "0a", "RSA"},
-                                         std::tuple{"e1", "0b", "EC"}, std::tuple{"e2", "0b", "EC"}}) {
-      ImportWithOpenssl(name, id, spec, env);
-    }
-    for (int i = 0; i < 2; ++i) {
-      Pkcs11Tool({"--keypairgen", "--key-type", "EC:prime256v1", "--id", "0c", "--label", "twin", "--usage-sign",
-                  "--usage-derive"},
-                 env);
-    }
+    made_ = new testing::SharedIdToken("shared-id");
+    dir_ = &made_->token();
     ::setenv("SOFTHSM2_CONF", dir_->conf.c_str(), 1);
     auto module = Module::Load(testing::kSoftHsmModule);
     ASSERT_THAT(module.status(), IsOk());
     module_ = new std::shared_ptr<Module>(*module);
     auto token = Token::Open(*module_, TokenOptions{"shared-id", 4});
     ASSERT_THAT(token.status(), IsOk());
-    ASSERT_THAT((*token)->Login(SecretBuffer(pin_.data(), pin_.size())), IsOk());
+    ASSERT_THAT((*token)->Login(SecretBuffer(made_->pin().data(), made_->pin().size())), IsOk());
     token_ = token->release();
   }
   static void TearDownTestSuite() {
     delete token_;
     delete module_;
-    delete dir_;
-  }
-
-  static void Pkcs11Tool(std::vector<std::string> args, const std::map<std::string, std::string>& env) {
-    std::vector<std::string> argv = {"pkcs11-tool", "--module", testing::kSoftHsmModule, "--token-label",
-                                     "shared-id",   "--login",  "--pin",                 pin_};
-    argv.insert(argv.end(), args.begin(), args.end());
-    testing::CommandResult r = testing::RunCommand(argv, testing::WithEnv(env));
-    ASSERT_EQ(r.exit_code, 0) << r.err;
-  }
-  static void Openssl(std::vector<std::string> args) {
-    testing::CommandResult r = testing::Openssl(std::move(args));
-    ASSERT_EQ(r.exit_code, 0) << r.err;
-  }
-  // A software key pair and a self-signed certificate, written to the token
-  // as pkcs11-tool writes them: private key, public key and certificate,
-  // all under CKA_ID `id` and label `name`.
-  static void ImportWithOpenssl(const std::string& name, const std::string& id, const std::string& alg,
-                                const std::map<std::string, std::string>& env) {
-    std::string key = dir_->Path(name + ".key");
-    Openssl({"genpkey", "-algorithm", alg, "-pkeyopt",
-             alg == "RSA" ? "rsa_keygen_bits:2048" : "ec_paramgen_curve:P-256", "-out", key});
-    Openssl({"req", "-x509", "-new", "-key", key, "-subj", "/CN=" + name, "-days", "30", "-addext",
-             "subjectAltName=email:" + name + "@example.com", "-outform", "DER", "-out", dir_->Path(name + ".crt")});
-    Openssl({"pkey", "-in", key, "-outform", "DER", "-out", key + ".der"});
-    Openssl({"pkey", "-in", key, "-pubout", "-outform", "DER", "-out", dir_->Path(name + ".pub")});
-    Openssl({"pkey", "-in", key, "-pubout", "-out", dir_->Path(name + ".pem")});
-    std::string usage = alg == "RSA" ? "--usage-decrypt" : "--usage-derive";
-    Pkcs11Tool({"--write-object", key + ".der", "--type", "privkey", "--id", id, "--label", name, "--usage-sign",
-                usage, "--sensitive", "--private"},
-               env);
-    Pkcs11Tool({"--write-object", dir_->Path(name + ".pub"), "--type", "pubkey", "--id", id, "--label", name}, env);
-    Pkcs11Tool({"--write-object", dir_->Path(name + ".crt"), "--type", "cert", "--id", id, "--label", name}, env);
+    delete made_;
   }
 
   static std::vector<std::shared_ptr<const Key>> Named(const std::string& label) {
@@ -144,13 +101,13 @@ class SharedIdTest : public ::testing::Test {
     EXPECT_TRUE(testing::VerifyDigest(ReadFile(dir_->Path(name + ".pem")), digest, *sig, testing::Padding::kPkcs1));
   }
 
-  static testing::TestToken* dir_;
-  static std::string pin_;
+  static testing::SharedIdToken* made_;
+  static const testing::TestToken* dir_;
   static std::shared_ptr<Module>* module_;
   static Token* token_;
 };
-testing::TestToken* SharedIdTest::dir_ = nullptr;
-std::string SharedIdTest::pin_;
+testing::SharedIdToken* SharedIdTest::made_ = nullptr;
+const testing::TestToken* SharedIdTest::dir_ = nullptr;
 std::shared_ptr<Module>* SharedIdTest::module_ = nullptr;
 Token* SharedIdTest::token_ = nullptr;
 
