@@ -3,6 +3,7 @@
 #include <toml++/toml.h>
 
 #include <set>
+#include <type_traits>
 
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
@@ -11,11 +12,21 @@ namespace smime::agent {
 namespace {
 
 template <typename T>
+constexpr const char* kTypeName = std::is_same_v<T, bool> ? "true or false"
+                                  : std::is_same_v<T, std::string> ? "a string"
+                                                                  : "an integer";
+
+// value_exact, not value: toml++'s value<int64_t>() converts a float such as
+// 1e41 with undefined behaviour, and would silently accept 4.7 as 4.
+template <typename T>
 absl::Status Read(const toml::table& t, const char* key, T* out) {
   const toml::node* n = t.get(key);
   if (n == nullptr) return absl::OkStatus();
-  std::optional<T> v = n->value<T>();
-  if (!v) return absl::InvalidArgumentError(absl::StrCat("config key \"", key, "\" has the wrong type"));
+  std::optional<T> v = n->value_exact<T>();
+  if (!v) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("config key \"", key, "\" has the wrong type (it must be ", kTypeName<T>, ")"));
+  }
   *out = *v;
   return absl::OkStatus();
 }

@@ -53,7 +53,13 @@ TEST_P(ConfigBadTest, IsRefusedWithReason) {
 INSTANTIATE_TEST_SUITE_P(
     Cases, ConfigBadTest,
     ::testing::Values(BadConfig{"modul = \"x\"\n", "unknown key \"modul\""},
-                      BadConfig{"max_sessions = \"four\"\n", "wrong type"},
+                      BadConfig{"max_sessions = \"four\"\n", "wrong type (it must be an integer)"},
+                      // Found by fuzz_config: a float where an integer goes was
+                      // converted with undefined behaviour, or truncated.
+                      BadConfig{"max_request_bytes = 0.1E042\n", "must be an integer"},
+                      BadConfig{"max_sessions = 4.7\n", "must be an integer"},
+                      BadConfig{"allow_final_pin_try = 1\n", "must be true or false"},
+                      BadConfig{"socket = 5\n", "must be a string"},
                       BadConfig{"pin = \"1234\"\n", "unknown key \"pin\""},
                       BadConfig{"module = [\n", "c.toml:"},
                       BadConfig{"module = \"/m.so\"\n", "needs a PIN"},
