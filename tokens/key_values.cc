@@ -4,18 +4,10 @@
 #include <openssl/ec.h>
 #include <openssl/objects.h>
 
-#include "tokens/ossl.h"
+#include "tokens/ossl_types.h"
 
 namespace smime::tokens::internal {
 namespace {
-
-// Not SslPtr: SslFree<ASN1_BIT_STRING> (the one ASN1_STRING type) lives in
-// tokens/ossl_types.h, which agent/ does not include yet while it keeps a
-// copy of its own (see there).
-struct OctetStringFree {
-  void operator()(ASN1_OCTET_STRING* p) const { ASN1_OCTET_STRING_free(p); }
-};
-using OctetStringPtr = std::unique_ptr<ASN1_OCTET_STRING, OctetStringFree>;
 
 // An EVP_PKEY of `type` ("RSA", "EC") from the parameters in `bld`.
 std::shared_ptr<EVP_PKEY> PublicKeyFromParams(const char* type, OSSL_PARAM_BLD* bld) {
@@ -56,7 +48,7 @@ std::string CurveParamsDer(int nid) { return DerString(OBJ_nid2obj(nid), i2d_ASN
 std::string UnwrapEcPoint(absl::string_view value) {
   const unsigned char* start = reinterpret_cast<const unsigned char*>(value.data());
   const unsigned char* p = start;
-  OctetStringPtr os(d2i_ASN1_OCTET_STRING(nullptr, &p, static_cast<long>(value.size())));
+  SslPtr<ASN1_OCTET_STRING> os(d2i_ASN1_OCTET_STRING(nullptr, &p, static_cast<long>(value.size())));
   if (!os || p != start + value.size()) {
     ClearSslErrors();
     return std::string(value);
@@ -66,7 +58,7 @@ std::string UnwrapEcPoint(absl::string_view value) {
 }
 
 std::string WrapEcPoint(absl::string_view point) {
-  OctetStringPtr os(ASN1_OCTET_STRING_new());
+  SslPtr<ASN1_OCTET_STRING> os(ASN1_OCTET_STRING_new());
   if (!os || ASN1_OCTET_STRING_set(os.get(), reinterpret_cast<const unsigned char*>(point.data()),
                                    static_cast<int>(point.size())) != 1) {
     ClearSslErrors();

@@ -3,13 +3,9 @@
 // requests, extensions, OSSL_STORE), and the two kinds of certificate stack.
 // Together with tokens/ossl.h (the deleters tokens/ needs itself), this is
 // the one place that says how each OpenSSL type is freed.
-//
-// Nothing includes this header yet: agent/engine/csr.cc,
-// agent/engine/smime_engine.cc and tests/bench/provider_cms.cc still define
-// their own SslFree specialisations, and a second definition of one
-// explicit specialisation does not compile. They switch to this header and
-// drop their copies in one step. tokens/ itself uses none of these types,
-// so no program defines the same specialisation in two places meanwhile.
+// A file that holds one of these types includes this header, never a
+// local SslFree specialisation (a second definition of one does not
+// compile, and a local one could free differently).
 #ifndef SMIME_TOKENS_OSSL_TYPES_H_
 #define SMIME_TOKENS_OSSL_TYPES_H_
 

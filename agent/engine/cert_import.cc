@@ -24,94 +24,6 @@ namespace {
 
 using CertPtr = std::shared_ptr<X509>;
 
-// One DER certificate that must fill `der` exactly.
-absl::StatusOr<CertPtr> ParseExactDer(absl::string_view der, absl::string_view where) {
-  const unsigned char* start = reinterpret_cast<const unsigned char*>(der.data());
-  // The outer header says how long the certificate is: tells a truncated
-  // file from one that is not a certificate at all.
-  const unsigned char* p = start;
-  long content_len = 0;
-  int tag = 0, cls = 0;
-  int hdr = ASN1_get_object(&p, &content_len, &tag, &cls, static_cast<long>(der.size()));
-  ClearSslErrors();
-  if (hdr & 0x80) {
-    if (tag == V_ASN1_SEQUENCE && content_len > 0 && (hdr & V_ASN1_CONSTRUCTED)) {
-      size_t want = static_cast<size_t>(p - start) + static_cast<size_t>(content_len);
-      return absl::InvalidArgumentError(absl::StrCat(where, " is truncated: its DER says ", want,
-                                                     " bytes, there are ", der.size()));
-    }
-    return absl::InvalidArgumentError(absl::StrCat(where, " is not DER (bad ASN.1 header)"));
-  }
-  p = start;
-  X509* cert = d2i_X509(nullptr, &p, static_cast<long>(der.size()));
-  if (cert == nullptr) {
-    ClearSslErrors();
-    return absl::InvalidArgumentError(
-        absl::StrCat(where, " is DER but not an X.509 certificate (a request, a key, PKCS#7 or PKCS#12?)"));
-  }
-  CertPtr out(cert, X509_free);
-  size_t used = static_cast<size_t>(p - start);
-  if (used != der.size()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(where, " has ", der.size() - used, " bytes after the certificate"));
-  }
-  return out;
-}
-
-// What a PEM block that is not a certificate is, in words a user can act on.
-absl::Status WrongPemBlock(const std::string& name) {
-  if (absl::StrContains(name, "PRIVATE KEY")) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "the file holds a private key (PEM \"", name,
-        "\"); import-cert takes certificates only and reads no key material"));
-  }
-  if (absl::StrContains(name, "CERTIFICATE REQUEST")) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "the file holds a certificate request (PEM \"", name, "\"), not a certificate; have a CA sign it first"));
-  }
-  if (name == "PKCS7") {
-    return absl::InvalidArgumentError(
-        "the file holds PKCS#7 (PEM \"PKCS7\"); extract its certificates with openssl pkcs7 -print_certs");
-  }
-  return absl::InvalidArgumentError(
-      absl::StrCat("the file holds a PEM block \"", name, "\"; expected \"CERTIFICATE\""));
-}
-
-absl::StatusOr<std::vector<CertPtr>> ParsePem(absl::string_view data) {
-  ClearSslErrors();
-  SslPtr<BIO> bio(BIO_new_mem_buf(data.data(), static_cast<int>(data.size())));
-  if (!bio) return absl::ResourceExhaustedError("out of memory");
-  std::vector<CertPtr> out;
-  for (;;) {
-    char* name = nullptr;
-    char* header = nullptr;
-    unsigned char* der = nullptr;
-    long len = 0;
-    if (PEM_read_bio(bio.get(), &name, &header, &der, &len) != 1) {
-      unsigned long err = ERR_peek_last_error();
-      ClearSslErrors();
-      // No further "-----BEGIN" line: the normal end of a bundle.
-      if (ERR_GET_LIB(err) == ERR_LIB_PEM && ERR_GET_REASON(err) == PEM_R_NO_START_LINE) break;
-      return absl::InvalidArgumentError(absl::StrCat(
-          "PEM block ", out.size() + 1, " is malformed (truncated, or its base64 or END line is broken)"));
-    }
-    std::string block_name(name);
-    std::string block(reinterpret_cast<char*>(der), static_cast<size_t>(len));
-    OPENSSL_free(name);
-    OPENSSL_free(header);
-    OPENSSL_free(der);
-    if (block_name != "CERTIFICATE" && block_name != "X509 CERTIFICATE") return WrongPemBlock(block_name);
-    if (out.size() == kMaxCertificatesPerFile) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("the file holds more than ", kMaxCertificatesPerFile, " certificates"));
-    }
-    ASSIGN_OR_RETURN(CertPtr cert, ParseExactDer(block, absl::StrCat("PEM certificate ", out.size() + 1)));
-    out.push_back(std::move(cert));
-  }
-  if (out.empty()) return absl::InvalidArgumentError("the file holds no PEM \"CERTIFICATE\" block");
-  return out;
-}
-
 std::string CommonName(X509* cert) {
   X509_NAME* name = X509_get_subject_name(cert);
   int i = X509_NAME_get_index_by_NID(name, NID_commonName, -1);
@@ -210,15 +122,7 @@ absl::StatusOr<std::vector<CertPtr>> ParseCertificateFile(absl::string_view data
     return absl::InvalidArgumentError(
         absl::StrCat("the certificate file is larger than ", kMaxCertificateFileBytes, " bytes"));
   }
-  absl::string_view trimmed = absl::StripLeadingAsciiWhitespace(data);
-  if (trimmed.empty()) return absl::InvalidArgumentError("the certificate file is empty");
-  if (static_cast<unsigned char>(data[0]) == 0x30) {
-    ASSIGN_OR_RETURN(CertPtr cert, ParseExactDer(data, "the DER certificate"));
-    return std::vector<CertPtr>{std::move(cert)};
-  }
-  if (absl::StrContains(data, "-----BEGIN ")) return ParsePem(data);
-  return absl::InvalidArgumentError(
-      "the file is neither a DER certificate nor PEM (no \"-----BEGIN CERTIFICATE-----\" line)");
+  return tokens::ParseCertificates(data, tokens::CertificateParsing::kStrict, kMaxCertificatesPerFile);
 }
 
 absl::StatusOr<std::vector<ImportedCertificate>> CertificateImporter::Import(absl::string_view data, absl::Time now,

@@ -181,23 +181,7 @@ absl::Status WriteSmimeWhole(CMS_ContentInfo* cms, absl::string_view content, By
 }
 
 absl::StatusOr<std::vector<CertPtr>> ParseCertificates(absl::string_view data) {
-  ClearSslErrors();
-  std::vector<CertPtr> out;
-  absl::string_view trimmed = absl::StripLeadingAsciiWhitespace(data);
-  if (!trimmed.empty() && static_cast<unsigned char>(trimmed[0]) == 0x30) {
-    ASSIGN_OR_RETURN(CertPtr cert, tokens::ParseDerCertificate(trimmed));
-    out.push_back(std::move(cert));
-    return out;
-  }
-  auto bio = MemBio(trimmed);
-  while (X509* cert = PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr)) {
-    out.push_back(CertPtr(cert, X509_free));
-  }
-  unsigned long err = ERR_peek_last_error();
-  if (!out.empty() && ERR_GET_REASON(err) == PEM_R_NO_START_LINE) ClearSslErrors();
-  if (out.empty()) return SslError(absl::StatusCode::kInvalidArgument, "no certificate found (expected DER or PEM)");
-  ClearSslErrors();
-  return out;
+  return tokens::ParseCertificates(data, tokens::CertificateParsing::kLenient);
 }
 
 }  // namespace smime::agent

@@ -1,5 +1,5 @@
 // What the engine's sign, verify, encrypt and decrypt code shares (the
-// smime_*.cc files): the OpenSSL deleters of the CMS types, memory BIOs,
+// smime_*.cc files): memory BIOs,
 // the CMS parser of incoming messages and the S/MIME writers of outgoing
 // ones. Internal to agent/engine; the engine's public header is
 // smime_engine.h.
@@ -16,23 +16,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "agent/engine/byte_stream.h"
-#include "tokens/ossl.h"
-
-// The engine's own SslFree specialisations, all here.
-namespace smime {
-template <>
-struct SslFree<CMS_ContentInfo> {
-  void operator()(CMS_ContentInfo* p) const { CMS_ContentInfo_free(p); }
-};
-template <>
-struct SslFree<X509_STORE> {
-  void operator()(X509_STORE* p) const { X509_STORE_free(p); }
-};
-template <>
-struct SslFree<STACK_OF(X509)> {
-  void operator()(STACK_OF(X509)* p) const { sk_X509_free(p); }  // borrowed entries
-};
-}  // namespace smime
+#include "tokens/ossl_types.h"
 
 namespace smime::agent {
 

@@ -6,26 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "agent/engine/token_pkey.h"
 #include "common/status_macros.h"
-#include "tokens/ossl.h"
-
-namespace smime {
-template <>
-struct SslFree<X509_REQ> {
-  void operator()(X509_REQ* p) const { X509_REQ_free(p); }
-};
-template <>
-struct SslFree<ASN1_BIT_STRING> {
-  void operator()(ASN1_BIT_STRING* p) const { ASN1_BIT_STRING_free(p); }
-};
-template <>
-struct SslFree<EXTENDED_KEY_USAGE> {
-  void operator()(EXTENDED_KEY_USAGE* p) const { EXTENDED_KEY_USAGE_free(p); }
-};
-template <>
-struct SslFree<STACK_OF(X509_EXTENSION)> {
-  void operator()(STACK_OF(X509_EXTENSION)* p) const { sk_X509_EXTENSION_pop_free(p, X509_EXTENSION_free); }
-};
-}  // namespace smime
+#include "tokens/ossl_types.h"
 
 namespace smime::agent {
 namespace {
@@ -156,11 +137,11 @@ absl::StatusOr<std::string> MakeCsr(tokens::Token* token, std::shared_ptr<const 
   ASSIGN_OR_RETURN(std::shared_ptr<X509_NAME> subject, ParseSubject(spec.subject));
   if (key->algorithm() == tokens::KeyAlgorithm::kOther) {
     return absl::InvalidArgumentError(
-        absl::StrCat("key \"", key->label(), "\" is neither RSA nor EC; S/MIME certificates need one of those"));
+        absl::StrCat(tokens::Describe(*key), " is neither RSA nor EC; S/MIME certificates need one of those"));
   }
   if (!key->can_sign()) {
     return absl::FailedPreconditionError(absl::StrCat(
-        "key \"", key->label(), "\" is not allowed to sign (CKA_SIGN is false), so it cannot sign a request"));
+        tokens::Describe(*key), " is not allowed to sign (CKA_SIGN is false), so it cannot sign a request"));
   }
   ASSIGN_OR_RETURN(std::shared_ptr<EVP_PKEY> pkey, TokenPkey(token, key));
   ASSIGN_OR_RETURN(auto exts, RequestedExtensions(spec.emails, key->algorithm()));

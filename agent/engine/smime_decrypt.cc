@@ -13,6 +13,7 @@
 #include "agent/engine/stream_bio.h"
 #include "agent/engine/token_pkey.h"
 #include "common/status_macros.h"
+#include "tokens/decrypt_failure.h"
 #include "tokens/certificate.h"
 
 namespace smime::agent {
@@ -105,7 +106,7 @@ absl::StatusOr<DecryptResult> SmimeEngine::Decrypt(ByteSource& input, absl::Time
   ClearSslErrors();
   if (!chosen) {
     return absl::NotFoundError(absl::StrCat(
-        only_key ? absl::StrCat("key \"", only_key->label(), "\" cannot open this message")
+        only_key ? absl::StrCat(tokens::Describe(*only_key), " cannot open this message")
                  : std::string("no key on the token can open this message"),
         "; it was encrypted for: ", absl::StrJoin(wanted, "; ")));
   }
@@ -122,8 +123,7 @@ absl::StatusOr<DecryptResult> SmimeEngine::Decrypt(ByteSource& input, absl::Time
     ClearSslErrors();
     // The token being gone or locked is not about the ciphertext and says
     // so; everything else reads the same (no padding or MAC oracle).
-    if (absl::IsUnavailable(token) || absl::IsFailedPrecondition(token) || absl::IsNotFound(token)) return token;
-    return absl::InvalidArgumentError("decryption failed");
+    return token.ok() ? tokens::DecryptionFailed() : tokens::AsDecryptFailure(token);
   }
   parsed.cms.reset();  // the ciphertext; no longer needed
   DecryptResult result;

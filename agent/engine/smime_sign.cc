@@ -63,7 +63,7 @@ absl::StatusOr<X509*> SignerCertificate(const tokens::Key& key) {
   X509* cert = key.certificate();
   if (cert == nullptr) {
     return absl::FailedPreconditionError(absl::StrCat(
-        "key \"", key.label(), "\" has no certificate; S/MIME signing needs one (import it first)"));
+        tokens::Describe(key), " has no certificate; S/MIME signing needs one (import it first)"));
   }
   return cert;
 }
@@ -82,7 +82,7 @@ absl::Status SmimeEngine::Sign(std::shared_ptr<const tokens::Key> key, ByteSourc
   RETURN_IF_ERROR(entity.ReadHeader());
   ASSIGN_OR_RETURN(std::shared_ptr<EVP_PKEY> pkey, TokenPkey(token_, key));
   std::vector<CertPtr> pool = token_->OtherCertificates();
-  SslPtr<STACK_OF(X509)> chain(sk_X509_new_null());
+  BorrowedX509Stack chain(sk_X509_new_null());  // `pool` keeps them
   for (X509* c : ChainFor(cert, pool)) sk_X509_push(chain.get(), c);
 
   ClearSslErrors();

@@ -175,7 +175,7 @@ absl::StatusOr<VerifyResult> SmimeEngine::Verify(ByteSource& input, ByteSource* 
   }
   if (at) X509_VERIFY_PARAM_set_time(X509_STORE_get0_param(store.get()), absl::ToTimeT(*at));
   if (options.any_purpose) X509_STORE_set_purpose(store.get(), X509_PURPOSE_ANY);
-  SslPtr<STACK_OF(X509)> extra(sk_X509_new_null());
+  BorrowedX509Stack extra(sk_X509_new_null());  // options.extra_certs keeps them
   for (const CertPtr& c : options.extra_certs) sk_X509_push(extra.get(), c.get());
   StringSink verified;
   ChainFailure chain;
@@ -216,7 +216,8 @@ absl::StatusOr<VerifyResult> SmimeEngine::Verify(ByteSource& input, ByteSource* 
   }
   VerifyResult result;
   result.content = std::move(verified.str());
-  STACK_OF(X509)* signers = CMS_get0_signers(parsed.cms.get());
+  BorrowedX509Stack signer_list(CMS_get0_signers(parsed.cms.get()));  // the CMS keeps them
+  STACK_OF(X509)* signers = signer_list.get();
   for (int i = 0; i < sk_X509_num(signers); ++i) {
     tokens::CertificateSummary s = tokens::Summarize(sk_X509_value(signers, i));
     SignerInfo info{s.subject, s.emails, std::nullopt, nullptr};
@@ -226,7 +227,6 @@ absl::StatusOr<VerifyResult> SmimeEngine::Verify(ByteSource& input, ByteSource* 
     if (i < sk_CMS_SignerInfo_num(infos)) info.signing_time = SigningTime(sk_CMS_SignerInfo_value(infos, i));
     result.signers.push_back(std::move(info));
   }
-  sk_X509_free(signers);
   std::string from = HeaderValue(parsed.outer_headers, "From");
   if (!from.empty()) {
     std::string addr = AddrSpec(from);

@@ -104,28 +104,16 @@ ECDSA_SIG* EcSignSig(const unsigned char* dgst, int dlen, const BIGNUM*, const B
     RecordError(r.status());
     return nullptr;
   }
-  if (r->empty() || r->size() % 2 != 0) return nullptr;
-  size_t half = r->size() / 2;
-  const auto* p = reinterpret_cast<const unsigned char*>(r->data());
-  ECDSA_SIG* sig = ECDSA_SIG_new();
-  BIGNUM* rr = BN_bin2bn(p, static_cast<int>(half), nullptr);
-  BIGNUM* ss = BN_bin2bn(p + half, static_cast<int>(half), nullptr);
-  if (sig == nullptr || rr == nullptr || ss == nullptr || ECDSA_SIG_set0(sig, rr, ss) != 1) {
-    ECDSA_SIG_free(sig);
-    BN_free(rr);
-    BN_free(ss);
-    return nullptr;
-  }
-  return sig;
+  // The token gives r||s; OpenSSL wants an ECDSA_SIG it then owns.
+  return EcdsaSigFromRaw(*r).release();
 }
 
 int EcSign(int, const unsigned char* dgst, int dlen, unsigned char* sig, unsigned int* siglen,
            const BIGNUM* kinv, const BIGNUM* r, EC_KEY* ec) {
-  ECDSA_SIG* s = EcSignSig(dgst, dlen, kinv, r, ec);
+  SslPtr<ECDSA_SIG> s(EcSignSig(dgst, dlen, kinv, r, ec));
   if (s == nullptr) return 0;
   unsigned char* p = sig;
-  int len = i2d_ECDSA_SIG(s, &p);
-  ECDSA_SIG_free(s);
+  int len = i2d_ECDSA_SIG(s.get(), &p);
   if (len <= 0) return 0;
   *siglen = static_cast<unsigned int>(len);
   return 1;
@@ -184,7 +172,7 @@ absl::StatusOr<std::shared_ptr<EVP_PKEY>> TokenPkey(tokens::Token* token,
   std::call_once(g_once, InitMethods);
   if (key->public_key() == nullptr) {
     return absl::FailedPreconditionError(absl::StrCat(
-        "the token holds no public key or certificate for key \"", key->label(), "\""));
+        "the token holds no public key or certificate for ", tokens::Describe(*key)));
   }
   SslPtr<EVP_PKEY> pkey(EVP_PKEY_new());
   if (!pkey) return absl::ResourceExhaustedError("out of memory");
@@ -207,7 +195,7 @@ absl::StatusOr<std::shared_ptr<EVP_PKEY>> TokenPkey(tokens::Token* token,
       return SslError(absl::StatusCode::kInternal, "cannot wrap EC key");
     }
   } else {
-    return absl::InvalidArgumentError(absl::StrCat("key \"", key->label(), "\" has an unsupported type"));
+    return absl::InvalidArgumentError(absl::StrCat(tokens::Describe(*key), " has an unsupported type"));
   }
   return std::shared_ptr<EVP_PKEY>(pkey.release(), EVP_PKEY_free);
 }

@@ -131,7 +131,7 @@ grpc::Status LifecycleService::RetireKey(grpc::ServerContext* ctx, const v1::Ret
     if (req->reinstate()) {
       if (key->end_date().empty()) {
         return absl::FailedPreconditionError(
-            absl::StrCat("key \"", key->label(), "\" (id ", key->id_hex(), ") is not retired"));
+            absl::StrCat(tokens::Describe(*key), " is not retired"));
       }
       RETURN_IF_ERROR(token_->ReinstateKey(*key, call.deadline));
     } else {
@@ -155,8 +155,8 @@ grpc::Status LifecycleService::DeleteKey(grpc::ServerContext* ctx, const v1::Del
     ASSIGN_OR_RETURN(auto key, gate_.Resolve(req->key()));
     audit.set_key(key->uri());
     if (!req->confirm()) {
-      return absl::InvalidArgumentError(absl::StrCat("deleting key \"", key->label(), "\" (id ", key->id_hex(),
-                                                     ") cannot be undone and mail encrypted to it will no longer "
+      return absl::InvalidArgumentError(absl::StrCat("deleting ", tokens::Describe(*key),
+                                                     " cannot be undone and mail encrypted to it will no longer "
                                                      "open; confirm with --yes (or retire it instead)"));
     }
     agent::ToProto(*key, token_->label(), resp->mutable_key());
@@ -194,7 +194,7 @@ grpc::Status LifecycleService::DescribePublication(grpc::ServerContext* ctx,
       ASSIGN_OR_RETURN(auto key, gate_.Resolve(req->key()));
       if (key->certificate() == nullptr) {
         return absl::FailedPreconditionError(
-            absl::StrCat("key \"", key->label(), "\" has no certificate on the token; import one first"));
+            absl::StrCat(tokens::Describe(*key), " has no certificate on the token; import one first"));
       }
       cert = key->certificates().front();
     } else if (req->source_case() == v1::DescribePublicationRequest::kCertificate) {

@@ -37,7 +37,7 @@ grpc::Status AgentService::GetCertificate(grpc::ServerContext* ctx,
     ASSIGN_OR_RETURN(auto key, gate_.Resolve(req->key()));
     if (key->certificate() == nullptr) {
       return absl::NotFoundError(absl::StrCat(
-          "key \"", key->label(), "\" (id ", key->id_hex(), ") has no certificate on the token"));
+          tokens::Describe(*key), " has no certificate on the token"));
     }
     resp->set_certificate_der(tokens::CertificateDer(key->certificate()));
     ToProto(*key, token_->label(), resp->mutable_key());
@@ -51,7 +51,7 @@ grpc::Status AgentService::GetPublicKey(grpc::ServerContext* ctx, const v1::GetP
     ASSIGN_OR_RETURN(auto key, gate_.Resolve(req->key()));
     if (key->public_key() == nullptr) {
       return absl::FailedPreconditionError(absl::StrCat(
-          "the token holds no public key or certificate for key \"", key->label(), "\""));
+          "the token holds no public key or certificate for ", tokens::Describe(*key)));
     }
     resp->set_spki_der(tokens::PublicKeyDer(key->public_key()));
     ToProto(*key, token_->label(), resp->mutable_key());

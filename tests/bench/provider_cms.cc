@@ -8,18 +8,7 @@
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
-#include "tokens/ossl.h"
-
-namespace smime {
-template <>
-struct SslFree<CMS_ContentInfo> {
-  void operator()(CMS_ContentInfo* p) const { CMS_ContentInfo_free(p); }
-};
-template <>
-struct SslFree<OSSL_STORE_CTX> {
-  void operator()(OSSL_STORE_CTX* p) const { OSSL_STORE_close(p); }
-};
-}  // namespace smime
+#include "tokens/ossl_types.h"
 
 namespace smime::bench {
 namespace {

@@ -14,7 +14,7 @@
 #include "absl/time/clock.h"
 #include "common/status_macros.h"
 #include "tests/bench/options.h"
-#include "tokens/ossl.h"
+#include "tokens/ossl_types.h"
 
 namespace smime::bench {
 
@@ -74,14 +74,12 @@ absl::StatusOr<std::string> EncryptPkcs1(EVP_PKEY* public_key, absl::string_view
 
 absl::StatusOr<std::string> EncryptTo(X509* cert, const std::string& entity) {
   SslPtr<BIO> in(BIO_new_mem_buf(entity.data(), static_cast<int>(entity.size())));
-  STACK_OF(X509)* recipients = sk_X509_new_null();
-  sk_X509_push(recipients, cert);
-  CMS_ContentInfo* cms = CMS_encrypt(recipients, in.get(), EVP_aes_256_cbc(), CMS_BINARY);
-  sk_X509_free(recipients);
+  BorrowedX509Stack recipients(sk_X509_new_null());
+  sk_X509_push(recipients.get(), cert);
+  SslPtr<CMS_ContentInfo> cms(CMS_encrypt(recipients.get(), in.get(), EVP_aes_256_cbc(), CMS_BINARY));
   if (cms == nullptr) return SslError(absl::StatusCode::kInternal, "CMS_encrypt");
   SslPtr<BIO> out(BIO_new(BIO_s_mem()));
-  int ok = SMIME_write_CMS(out.get(), cms, nullptr, CMS_BINARY);
-  CMS_ContentInfo_free(cms);
+  int ok = SMIME_write_CMS(out.get(), cms.get(), nullptr, CMS_BINARY);
   if (ok != 1) return SslError(absl::StatusCode::kInternal, "SMIME_write_CMS");
   char* data = nullptr;
   long len = BIO_get_mem_data(out.get(), &data);

@@ -131,7 +131,7 @@ const ErrorCase kErrorCases[] = {
      [](const TempDir& tmp, const std::string& out) -> std::vector<std::string> {
        return {"decrypt", "--key", "bob", "--in", EncryptWithOpenssl(tmp, {"alice"}), "--out", out};
      },
-     1, "key \"bob\" cannot open this message; it was encrypted for: issuer \"O=smime-agent tests,CN=smime-agent Test CA\""},
+     1, "key \"bob\" (id 02) cannot open this message; it was encrypted for: issuer \"O=smime-agent tests,CN=smime-agent Test CA\""},
     {"DecryptASignedMessage",
      [](const TempDir& tmp, const std::string& out) -> std::vector<std::string> {
        return {"decrypt", "--in", SmimeTest::AgentSigned(tmp, Message()), "--out", out};
@@ -168,7 +168,7 @@ const ErrorCase kErrorCases[] = {
        WriteFile(tmp.File("msg.eml"), Message());
        return {"sign", "--key", "carol", "--in", tmp.File("msg.eml"), "--out", out};
      },
-     1, "smimectl: key \"carol\" has no certificate; S/MIME signing needs one (import it first)\n"},
+     1, "smimectl: key \"carol\" (id 03) has no certificate; S/MIME signing needs one (import it first)\n"},
     {"SignPssWithEcKey",
      [](const TempDir& tmp, const std::string& out) -> std::vector<std::string> {
        WriteFile(tmp.File("msg.eml"), Message());
@@ -187,7 +187,7 @@ const ErrorCase kErrorCases[] = {
        return {"encrypt", "--to", SmimeTest::Cert("frank"), "--sign-with", "dave", "--in", tmp.File("msg.eml"),
                "--out", out};
      },
-     1, "key \"dave\" has no certificate"},
+     1, "key \"dave\" (id 04) has no certificate"},
     {"EncryptToExpiredCertificate",
      [](const TempDir& tmp, const std::string& out) -> std::vector<std::string> {
        WriteFile(tmp.File("msg.eml"), Message());

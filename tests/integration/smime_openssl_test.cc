@@ -213,11 +213,12 @@ TEST_P(SmimeEncryptTest, EveryRecipientOpensIt) {
     EXPECT_NE(no.exit_code, 0) << outsider;
     break;
   }
-  for (std::string outsider : {"erin", "alice", "bob"}) {
+  const std::pair<std::string, std::string> outsiders[] = {{"erin", "05"}, {"alice", "01"}, {"bob", "02"}};
+  for (const auto& [outsider, id] : outsiders) {
     if (is_recipient(outsider)) continue;
     std::string out = tmp.File("outsider-" + outsider);
     CommandResult no = Ctl({"decrypt", "--key", outsider, "--in", tmp.File("enc.eml"), "--out", out});
-    ExpectCleanFailure(no, 1, "key \"" + outsider + "\" cannot open this message", out);
+    ExpectCleanFailure(no, 1, "key \"" + outsider + "\" (id " + id + ") cannot open this message", out);
     break;
   }
 }
