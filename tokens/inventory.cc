@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <optional>
 #include <tuple>
+#include <type_traits>
 
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
@@ -52,6 +53,31 @@ absl::StatusOr<std::optional<AttrMap>> ReadOrSkip(Module& m, CK_SESSION_HANDLE s
   return std::optional<AttrMap>();
 }
 
+// Reads `types` of each of `handles` and keeps what `make(handle, attrs)`
+// returns (a std::optional: nullopt drops the object); objects that cannot
+// be read are skipped as ReadOrSkip says.
+template <typename Make>
+auto ReadEach(Module& m, CK_SESSION_HANDLE s, const std::string& token, const std::vector<CK_OBJECT_HANDLE>& handles,
+              const char* kind, std::initializer_list<CK_ATTRIBUTE_TYPE> types, Make make)
+    -> absl::StatusOr<std::vector<typename std::invoke_result_t<Make, CK_OBJECT_HANDLE, const AttrMap&>::value_type>> {
+  std::vector<typename std::invoke_result_t<Make, CK_OBJECT_HANDLE, const AttrMap&>::value_type> out;
+  for (CK_OBJECT_HANDLE h : handles) {
+    ASSIGN_OR_RETURN(std::optional<AttrMap> read, ReadOrSkip(m, s, token, h, kind, types));
+    if (!read) continue;
+    if (auto made = make(h, *read)) out.push_back(*std::move(made));
+  }
+  return out;
+}
+
+// The public key that a key object's RSA or EC attributes give, if any.
+std::shared_ptr<EVP_PKEY> PublicKeyOf(const AttrMap& a, std::optional<CK_ULONG> key_type, int curve_nid) {
+  if (key_type == CKK_RSA && a.count(CKA_MODULUS) && a.count(CKA_PUBLIC_EXPONENT)) {
+    return RsaPublicKey(a.at(CKA_MODULUS), a.at(CKA_PUBLIC_EXPONENT));
+  }
+  if (key_type == CKK_EC && a.count(CKA_EC_POINT)) return EcPublicKey(curve_nid, UnwrapEcPoint(a.at(CKA_EC_POINT)));
+  return nullptr;
+}
+
 }  // namespace
 
 absl::StatusOr<TokenObjects> ObjectReader::ReadAll() {
@@ -67,80 +93,61 @@ absl::StatusOr<TokenObjects> ObjectReader::ReadAll() {
 
 absl::StatusOr<std::vector<PublicKeyObject>> ObjectReader::ReadPublicKeys(
     const std::vector<CK_OBJECT_HANDLE>& handles) {
-  std::vector<PublicKeyObject> out;
-  for (CK_OBJECT_HANDLE h : handles) {
-    ASSIGN_OR_RETURN(std::optional<AttrMap> read,
-                     ReadOrSkip(m_, s_, token_label_, h, "public_key",
-                                {CKA_ID, CKA_LABEL, CKA_KEY_TYPE, CKA_MODULUS, CKA_PUBLIC_EXPONENT, CKA_EC_PARAMS,
-                                 CKA_EC_POINT, CKA_END_DATE}));
-    if (!read) continue;
-    const AttrMap& a = *read;
-    std::shared_ptr<EVP_PKEY> key;
-    auto kt = AttrUlong(a, CKA_KEY_TYPE);
-    if (kt == CKK_RSA && a.count(CKA_MODULUS) && a.count(CKA_PUBLIC_EXPONENT)) {
-      key = RsaPublicKey(a.at(CKA_MODULUS), a.at(CKA_PUBLIC_EXPONENT));
-    } else if (kt == CKK_EC && a.count(CKA_EC_PARAMS) && a.count(CKA_EC_POINT)) {
-      key = EcPublicKey(CurveNid(a.at(CKA_EC_PARAMS)), UnwrapEcPoint(a.at(CKA_EC_POINT)));
-    }
-    if (key) out.push_back({h, AttrStr(a, CKA_ID), AttrStr(a, CKA_LABEL), key, EndDate(a)});
-  }
-  return out;
+  return ReadEach(m_, s_, token_label_, handles, "public_key",
+                  {CKA_ID, CKA_LABEL, CKA_KEY_TYPE, CKA_MODULUS, CKA_PUBLIC_EXPONENT, CKA_EC_PARAMS, CKA_EC_POINT,
+                   CKA_END_DATE},
+                  [](CK_OBJECT_HANDLE h, const AttrMap& a) -> std::optional<PublicKeyObject> {
+                    auto kt = AttrUlong(a, CKA_KEY_TYPE);
+                    if (kt == CKK_EC && !a.count(CKA_EC_PARAMS)) return std::nullopt;
+                    std::shared_ptr<EVP_PKEY> key =
+                        PublicKeyOf(a, kt, kt == CKK_EC ? CurveNid(a.at(CKA_EC_PARAMS)) : NID_undef);
+                    if (!key) return std::nullopt;
+                    return PublicKeyObject{h, AttrStr(a, CKA_ID), AttrStr(a, CKA_LABEL), key, EndDate(a)};
+                  });
 }
 
 absl::StatusOr<std::vector<CertificateObject>> ObjectReader::ReadCertificates(
     const std::vector<CK_OBJECT_HANDLE>& handles) {
-  std::vector<CertificateObject> out;
-  for (CK_OBJECT_HANDLE h : handles) {
-    ASSIGN_OR_RETURN(std::optional<AttrMap> read,
-                     ReadOrSkip(m_, s_, token_label_, h, "certificate",
-                                {CKA_ID, CKA_LABEL, CKA_CERTIFICATE_TYPE, CKA_VALUE}));
-    if (!read) continue;
-    const AttrMap& a = *read;
-    if (AttrUlong(a, CKA_CERTIFICATE_TYPE) != CKC_X_509 || !a.count(CKA_VALUE)) continue;
-    auto cert = ParseDerCertificate(a.at(CKA_VALUE));
-    if (!cert.ok()) {
-      SMIME_LOG(kWarning, "certificate_skipped").Kv("id", HexEncode(AttrStr(a, CKA_ID)))
-          .Kv("reason", cert.status().message());
-      continue;
-    }
-    out.push_back({h, AttrStr(a, CKA_ID), AttrStr(a, CKA_LABEL), *cert});
-  }
-  return out;
+  return ReadEach(m_, s_, token_label_, handles, "certificate", {CKA_ID, CKA_LABEL, CKA_CERTIFICATE_TYPE, CKA_VALUE},
+                  [](CK_OBJECT_HANDLE h, const AttrMap& a) -> std::optional<CertificateObject> {
+                    if (AttrUlong(a, CKA_CERTIFICATE_TYPE) != CKC_X_509 || !a.count(CKA_VALUE)) return std::nullopt;
+                    auto cert = ParseDerCertificate(a.at(CKA_VALUE));
+                    if (!cert.ok()) {
+                      SMIME_LOG(kWarning, "certificate_skipped").Kv("id", HexEncode(AttrStr(a, CKA_ID)))
+                          .Kv("reason", cert.status().message());
+                      return std::nullopt;
+                    }
+                    return CertificateObject{h, AttrStr(a, CKA_ID), AttrStr(a, CKA_LABEL), *cert};
+                  });
 }
 
 absl::StatusOr<std::vector<PrivateKeyObject>> ObjectReader::ReadPrivateKeys(
     const std::vector<CK_OBJECT_HANDLE>& handles) {
-  std::vector<PrivateKeyObject> out;
-  for (CK_OBJECT_HANDLE h : handles) {
-    ASSIGN_OR_RETURN(std::optional<AttrMap> read,
-                     ReadOrSkip(m_, s_, token_label_, h, "private_key",
-                                {CKA_ID, CKA_LABEL, CKA_KEY_TYPE, CKA_SIGN, CKA_DECRYPT, CKA_DERIVE, CKA_MODULUS,
-                                 CKA_PUBLIC_EXPONENT, CKA_EC_PARAMS, CKA_EC_POINT, CKA_PUBLIC_KEY_INFO}));
-    if (!read) continue;
-    const AttrMap& a = *read;
-    PrivateKeyObject p;
-    p.handle = h;
-    p.id = AttrStr(a, CKA_ID);
-    p.label = AttrStr(a, CKA_LABEL);
-    p.can_sign = AttrTrue(a, CKA_SIGN);
-    p.can_decrypt = AttrTrue(a, CKA_DECRYPT);
-    p.can_derive = AttrTrue(a, CKA_DERIVE);
-    p.curve_nid = NID_undef;
-    auto kt = AttrUlong(a, CKA_KEY_TYPE);
-    if (kt == CKK_RSA) {
-      p.algorithm = KeyAlgorithm::kRsa;
-      if (a.count(CKA_MODULUS) && a.count(CKA_PUBLIC_EXPONENT)) {
-        p.public_key = RsaPublicKey(a.at(CKA_MODULUS), a.at(CKA_PUBLIC_EXPONENT));
-      }
-    } else if (kt == CKK_EC) {
-      p.algorithm = KeyAlgorithm::kEc;
-      p.curve_nid = CurveNid(AttrStr(a, CKA_EC_PARAMS));
-      if (a.count(CKA_EC_POINT)) p.public_key = EcPublicKey(p.curve_nid, UnwrapEcPoint(a.at(CKA_EC_POINT)));
-    }
-    if (!p.public_key && !AttrStr(a, CKA_PUBLIC_KEY_INFO).empty()) p.public_key = PublicKeyFromDer(a.at(CKA_PUBLIC_KEY_INFO));
-    out.push_back(std::move(p));
-  }
-  return out;
+  return ReadEach(
+      m_, s_, token_label_, handles, "private_key",
+      {CKA_ID, CKA_LABEL, CKA_KEY_TYPE, CKA_SIGN, CKA_DECRYPT, CKA_DERIVE, CKA_MODULUS, CKA_PUBLIC_EXPONENT,
+       CKA_EC_PARAMS, CKA_EC_POINT, CKA_PUBLIC_KEY_INFO},
+      [](CK_OBJECT_HANDLE h, const AttrMap& a) -> std::optional<PrivateKeyObject> {
+        PrivateKeyObject p;
+        p.handle = h;
+        p.id = AttrStr(a, CKA_ID);
+        p.label = AttrStr(a, CKA_LABEL);
+        p.can_sign = AttrTrue(a, CKA_SIGN);
+        p.can_decrypt = AttrTrue(a, CKA_DECRYPT);
+        p.can_derive = AttrTrue(a, CKA_DERIVE);
+        p.curve_nid = NID_undef;
+        auto kt = AttrUlong(a, CKA_KEY_TYPE);
+        if (kt == CKK_RSA) p.algorithm = KeyAlgorithm::kRsa;
+        if (kt == CKK_EC) {
+          p.algorithm = KeyAlgorithm::kEc;
+          p.curve_nid = CurveNid(AttrStr(a, CKA_EC_PARAMS));
+        }
+        p.public_key = PublicKeyOf(a, kt, p.curve_nid);
+        if (!p.public_key && !AttrStr(a, CKA_PUBLIC_KEY_INFO).empty()) {
+          p.public_key = PublicKeyFromDer(a.at(CKA_PUBLIC_KEY_INFO));
+        }
+        return p;
+      });
 }
 
 // Makes Keys; the one place outside Token that writes their fields.

@@ -1,10 +1,11 @@
-// Certificate files: DER, PEM, bundles, and each kind of bad input refused
-// with what was found.
+// Certificate files as import-cert reads them: DER, PEM, bundles, within
+// the import's limits.
 #include "agent/engine/cert_import.h"
 
 #include <gtest/gtest.h>
 #include <openssl/pem.h>
 
+#include "absl/strings/str_cat.h"
 #include "tests/engine/test_certs.h"
 #include "tests/testing/status_matchers.h"
 #include "tokens/certificate.h"
@@ -15,17 +16,10 @@ namespace {
 using ::smime::testing::IsOk;
 using ::smime::testing::KeyKind;
 using ::smime::testing::MakeCert;
+using ::smime::testing::Pem;
 using ::smime::testing::StatusIs;
 using ::testing::HasSubstr;
 using ::testing::SizeIs;
-
-std::string Pem(X509* cert) {
-  SslPtr<BIO> bio(BIO_new(BIO_s_mem()));
-  PEM_write_bio_X509(bio.get(), cert);
-  char* data = nullptr;
-  long len = BIO_get_mem_data(bio.get(), &data);
-  return std::string(data, static_cast<size_t>(len));
-}
 
 class CertFileTest : public ::testing::Test {
  protected:
@@ -45,55 +39,19 @@ TEST_F(CertFileTest, DerPemAndBundle) {
   EXPECT_THAT(*two, SizeIs(2));
 }
 
-struct BadCase {
-  std::string name;
-  std::function<std::string(const std::string& der, const std::string& pem)> make;
-  std::string error;
-};
-
-class BadCertFileTest : public CertFileTest, public ::testing::WithParamInterface<BadCase> {};
-
-TEST_P(BadCertFileTest, RefusedSayingWhat) {
-  EXPECT_THAT(ParseCertificateFile(GetParam().make(der_, Pem(a_.get()))),
-              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr(GetParam().error)));
+// ParseCertificateFile is tokens::ParseCertificates in strict mode
+// (tests/tokens/certificate_test.cc has each kind of bad input) with the
+// import's limits on top.
+TEST_F(CertFileTest, LimitsOfAnImportedFile) {
+  std::string bundle;
+  for (size_t i = 0; i <= kMaxCertificatesPerFile; ++i) bundle += Pem(a_.get());
+  EXPECT_THAT(ParseCertificateFile(bundle),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr(absl::StrCat("more than ", kMaxCertificatesPerFile, " certificates"))));
+  EXPECT_THAT(ParseCertificateFile(std::string(kMaxCertificateFileBytes + 1, '\n')),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("larger than")));
+  EXPECT_THAT(ParseCertificateFile(" \n"), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("is empty")));
 }
-
-INSTANTIATE_TEST_SUITE_P(
-    Inputs, BadCertFileTest,
-    ::testing::ValuesIn(std::vector<BadCase>{
-        {"Empty", [](auto&, auto&) { return std::string(" \n"); }, "the certificate file is empty"},
-        {"Garbage", [](auto&, auto&) { return std::string("hello, world\n"); },
-         "neither a DER certificate nor PEM"},
-        {"TruncatedDer", [](auto& der, auto&) { return der.substr(0, der.size() / 2); }, "is truncated"},
-        {"DerWithTrailingBytes", [](auto& der, auto&) { return der + "xyz"; }, "3 bytes after the certificate"},
-        {"DerNotACertificate", [](auto&, auto&) { return std::string("\x30\x03\x02\x01\x05", 5); },
-         "not an X.509 certificate"},
-        {"PrivateKeyPem",
-         [](auto&, auto& pem) {
-           return pem + "-----BEGIN PRIVATE KEY-----\nMAA=\n-----END PRIVATE KEY-----\n";
-         },
-         "holds a private key"},
-        {"RequestPem",
-         [](auto&, auto&) {
-           return std::string("-----BEGIN CERTIFICATE REQUEST-----\nMAA=\n-----END CERTIFICATE REQUEST-----\n");
-         },
-         "holds a certificate request"},
-        {"WrongHeader",
-         [](auto&, auto& pem) {
-           std::string s = pem;
-           s.replace(s.find("CERTIFICATE"), 11, "CERTIFICAT");
-           s.replace(s.rfind("CERTIFICATE"), 11, "CERTIFICAT");
-           return s;
-         },
-         "PEM block \"CERTIFICAT\""},
-        {"TruncatedPem", [](auto&, auto& pem) { return pem.substr(0, pem.size() / 2); }, "malformed"},
-        {"PemWithGarbageBase64",
-         [](auto&, auto&) {
-           return std::string("-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n");
-         },
-         "malformed"},
-    }),
-    [](const auto& p) { return p.param.name; });
 
 }  // namespace
 }  // namespace smime::agent

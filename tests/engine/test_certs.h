@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 #include <openssl/evp.h>
+#include <openssl/pem.h>
 #include <openssl/x509v3.h>
 
 #include <memory>
@@ -73,6 +74,15 @@ inline std::shared_ptr<X509> MakeCert(KeyKind kind, const Extensions& exts, absl
                                       absl::Duration until = absl::Hours(24 * 365)) {
   absl::Time now = absl::Now();
   return MakeCertFor(CachedKey(kind), "Policy Test", exts, now + from, now + until);
+}
+
+// `cert` as one PEM "CERTIFICATE" block.
+inline std::string Pem(X509* cert) {
+  SslPtr<BIO> bio(BIO_new(BIO_s_mem()));
+  PEM_write_bio_X509(bio.get(), cert);
+  char* data = nullptr;
+  long len = BIO_get_mem_data(bio.get(), &data);
+  return std::string(data, static_cast<size_t>(len));
 }
 
 }  // namespace smime::testing

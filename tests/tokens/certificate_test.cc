@@ -5,6 +5,9 @@
 #include <gtest/gtest.h>
 #include <openssl/pem.h>
 
+#include <functional>
+#include <vector>
+
 #include "tests/engine/test_certs.h"
 #include "tests/testing/status_matchers.h"
 #include "tokens/ossl.h"
@@ -15,19 +18,12 @@ namespace {
 using ::smime::testing::IsOk;
 using ::smime::testing::KeyKind;
 using ::smime::testing::MakeCert;
+using ::smime::testing::Pem;
 using ::smime::testing::StatusIs;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
 using ::testing::SizeIs;
-
-std::string Pem(X509* cert) {
-  SslPtr<BIO> bio(BIO_new(BIO_s_mem()));
-  PEM_write_bio_X509(bio.get(), cert);
-  char* data = nullptr;
-  long len = BIO_get_mem_data(bio.get(), &data);
-  return std::string(data, static_cast<size_t>(len));
-}
 
 TEST(SubjectAltNameEmails, AsWrittenInOrderOnce) {
   auto cert = MakeCert(KeyKind::kRsa, {{NID_subject_alt_name,
@@ -62,20 +58,56 @@ TEST_F(ParseTest, BothModesReadDerPemAndBundles) {
   }
 }
 
-TEST_F(ParseTest, StrictRefusesWhatIsNotACertificateSayingWhat) {
-  auto strict = [](absl::string_view data) { return ParseCertificates(data, CertificateParsing::kStrict); };
-  const auto bad = absl::StatusCode::kInvalidArgument;
-  EXPECT_THAT(strict(" \n"), StatusIs(bad, HasSubstr("the certificate file is empty")));
-  EXPECT_THAT(strict("hello\n"), StatusIs(bad, HasSubstr("neither a DER certificate nor PEM")));
-  EXPECT_THAT(strict(der_.substr(0, der_.size() / 2)), StatusIs(bad, HasSubstr("is truncated")));
-  EXPECT_THAT(strict(der_ + "xyz"), StatusIs(bad, HasSubstr("3 bytes after the certificate")));
-  EXPECT_THAT(strict(std::string("\x30\x03\x02\x01\x05", 5)), StatusIs(bad, HasSubstr("not an X.509 certificate")));
-  EXPECT_THAT(strict(Pem(a_.get()) + key_pem_), StatusIs(bad, HasSubstr("holds a private key")));
-  EXPECT_THAT(strict("-----BEGIN CERTIFICATE REQUEST-----\nMAA=\n-----END CERTIFICATE REQUEST-----\n"),
-              StatusIs(bad, HasSubstr("holds a certificate request")));
-  std::string pem = Pem(a_.get());
-  EXPECT_THAT(strict(pem.substr(0, pem.size() / 2)), StatusIs(bad, HasSubstr("malformed")));
+struct BadCase {
+  std::string name;
+  std::function<std::string(const std::string& der, const std::string& pem)> make;
+  std::string error;
+};
+
+class StrictParseTest : public ParseTest, public ::testing::WithParamInterface<BadCase> {};
+
+TEST_P(StrictParseTest, RefusesWhatIsNotACertificateSayingWhat) {
+  EXPECT_THAT(ParseCertificates(GetParam().make(der_, Pem(a_.get())), CertificateParsing::kStrict),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr(GetParam().error)));
 }
+
+INSTANTIATE_TEST_SUITE_P(
+    Inputs, StrictParseTest,
+    ::testing::ValuesIn(std::vector<BadCase>{
+        {"Empty", [](auto&, auto&) { return std::string(" \n"); }, "the certificate file is empty"},
+        {"Garbage", [](auto&, auto&) { return std::string("hello, world\n"); },
+         "neither a DER certificate nor PEM"},
+        {"TruncatedDer", [](auto& der, auto&) { return der.substr(0, der.size() / 2); }, "is truncated"},
+        {"DerWithTrailingBytes", [](auto& der, auto&) { return der + "xyz"; }, "3 bytes after the certificate"},
+        {"DerNotACertificate", [](auto&, auto&) { return std::string("\x30\x03\x02\x01\x05", 5); },
+         "not an X.509 certificate"},
+        {"PrivateKeyPem",
+         [](auto&, auto& pem) {
+           return pem + "-----BEGIN PRIVATE KEY-----\nMAA=\n-----END PRIVATE KEY-----\n";
+         },
+         "holds a private key"},
+        {"RequestPem",
+         [](auto&, auto&) {
+           return std::string("-----BEGIN CERTIFICATE REQUEST-----\nMAA=\n-----END CERTIFICATE REQUEST-----\n");
+         },
+         "holds a certificate request"},
+        {"WrongHeader",
+         [](auto&, auto& pem) {
+           std::string s = pem;
+           s.replace(s.find("CERTIFICATE"), 11, "CERTIFICAT");
+           s.replace(s.rfind("CERTIFICATE"), 11, "CERTIFICAT");
+           return s;
+         },
+         "PEM block \"CERTIFICAT\""},
+        {"TruncatedPem", [](auto&, auto& pem) { return pem.substr(0, pem.size() / 2); }, "malformed"},
+        {"PemWithGarbageBase64",
+         [](auto&, auto&) {
+           return std::string("-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n");
+         },
+         "malformed"},
+    }),
+    [](const auto& p) { return p.param.name; });
+
 
 TEST_F(ParseTest, LenientSkipsOtherBlocksAndLeadingSpace) {
   auto lenient = [](absl::string_view data) { return ParseCertificates(data, CertificateParsing::kLenient); };
