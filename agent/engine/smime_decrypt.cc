@@ -19,6 +19,16 @@
 namespace smime::agent {
 namespace {
 
+// The recipients a message names, the first few of them: a message for
+// hundreds of recipients must not make an error that outgrows what gRPC
+// lets a status message carry.
+constexpr size_t kRecipientsNamed = 5;
+std::string FirstFew(const std::vector<std::string>& recipients) {
+  if (recipients.size() <= kRecipientsNamed) return absl::StrJoin(recipients, "; ");
+  std::vector<std::string> some(recipients.begin(), recipients.begin() + kRecipientsNamed);
+  return absl::StrCat(absl::StrJoin(some, "; "), "; and ", recipients.size() - kRecipientsNamed, " more");
+}
+
 std::string DescribeRecipientId(ASN1_OCTET_STRING* keyid, X509_NAME* issuer, ASN1_INTEGER* serial) {
   if (keyid != nullptr) {
     return absl::StrCat("subjectKeyIdentifier ",
@@ -108,7 +118,7 @@ absl::StatusOr<DecryptResult> SmimeEngine::Decrypt(ByteSource& input, absl::Time
     return absl::NotFoundError(absl::StrCat(
         only_key ? absl::StrCat(tokens::Describe(*only_key), " cannot open this message")
                  : std::string("no key on the token can open this message"),
-        "; it was encrypted for: ", absl::StrJoin(wanted, "; ")));
+        "; it was encrypted for: ", FirstFew(wanted)));
   }
   ASSIGN_OR_RETURN(std::shared_ptr<EVP_PKEY> pkey, TokenPkey(token_, chosen));
   DeadlineScope scope(deadline);

@@ -127,6 +127,17 @@ const ErrorCase kErrorCases[] = {
      1,
      "smimectl: no key on the token can open this message; it was encrypted for: "
      "issuer \"CN=Peer CA\" serial 1001; issuer \"CN=Peer CA\" serial 1002\n"},
+    // For hundreds of recipients the error names the first five and counts
+    // the rest: listed in full it outgrew gRPC's metadata limit, and the
+    // caller saw "received initial metadata size exceeds limit" instead.
+    {"DecryptForManyOthersNamesTheFirstFew",
+     [](const TempDir& tmp, const std::string& out) -> std::vector<std::string> {
+       return {"decrypt", "--in", EncryptWithOpenssl(tmp, std::vector<std::string>(300, "frank")), "--out", out};
+     },
+     1,
+     "smimectl: no key on the token can open this message; it was encrypted for: "
+     "issuer \"CN=Peer CA\" serial 1001; issuer \"CN=Peer CA\" serial 1001; issuer \"CN=Peer CA\" serial 1001; "
+     "issuer \"CN=Peer CA\" serial 1001; issuer \"CN=Peer CA\" serial 1001; and 295 more\n"},
     {"DecryptWithAKeyThatIsNoRecipient",
      [](const TempDir& tmp, const std::string& out) -> std::vector<std::string> {
        return {"decrypt", "--key", "bob", "--in", EncryptWithOpenssl(tmp, {"alice"}), "--out", out};
