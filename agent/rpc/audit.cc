@@ -32,7 +32,8 @@ AuditRecord::~AuditRecord() {
       "time=", absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(), absl::UTCTimeZone()),
       " event=key_op ", FormatKv("op", op_), " ",
       FormatKv("key", tokens::StripUriQuery(key_)), " ", FormatKv("mechanism", mechanism_),
-      " peer_uid=", uid_, " peer_pid=", pid_, " result=", absl::StatusCodeToString(result_),
+      " peer_uid=", uid_ == static_cast<uid_t>(-1) ? std::string("unknown") : absl::StrCat(uid_),
+      " peer_pid=", pid_, " result=", absl::StatusCodeToString(result_),
       " duration_ms=", absl::ToInt64Milliseconds(absl::Now() - start_), " ",
       FormatKv("request_id", request_id_), "\n");
   log_.Write(line);

@@ -83,9 +83,11 @@ class CallGate {
   grpc::Status Audited(const grpc::ServerContext& ctx, const char* op, std::string key_description,
                        Body body) {
     const std::string rid = NextRequestId();
-    absl::StatusOr<Call> call = Admit(ctx);
-    AuditRecord audit(*audit_, op, rid, call.ok() ? call->peer.uid : static_cast<uid_t>(-1),
-                      call.ok() ? call->peer.pid : 0);
+    // The caller as the socket says, refused or not: a refused caller's
+    // audit line names the uid that was refused.
+    const std::optional<PeerCred> cred = peers_->LookupPeer(ctx.peer());
+    absl::StatusOr<Call> call = Admit(cred, ctx.deadline());
+    AuditRecord audit(*audit_, op, rid, cred ? cred->uid : static_cast<uid_t>(-1), cred ? cred->pid : 0);
     audit.set_key(std::move(key_description));
     absl::Status status = call.ok() ? body(*call, audit) : call.status();
     return ToGrpcStatus(audit.Result(status), rid);
