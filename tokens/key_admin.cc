@@ -7,7 +7,9 @@
 #include <algorithm>
 
 #include "absl/strings/cord.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "common/log.h"
 #include "common/status_macros.h"
 #include "tokens/inventory.h"
@@ -46,9 +48,23 @@ absl::StatusOr<std::vector<bool>> CreateMissingCertificates(Module& m, CK_SESSIO
   return out;
 }
 
+// Labels are printed by every tool that lists the token (smimectl,
+// pkcs11-tool, p11tool): one with a control character could rewrite what
+// they show (a CR, an escape sequence), so none is written.
+absl::Status CheckNoControlCharacter(absl::string_view label, absl::string_view what) {
+  for (size_t i = 0; i < label.size(); ++i) {
+    unsigned char c = static_cast<unsigned char>(label[i]);
+    if (c < 0x20 || c == 0x7f) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "%s holds a control character (0x%02x at byte %d); labels on the token may not", what, c, i + 1));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status CheckLabel(absl::string_view label) {
   if (label.empty() || label.size() > 128) return absl::InvalidArgumentError("the key label must be 1 to 128 bytes");
-  return absl::OkStatus();
+  return CheckNoControlCharacter(label, "the key label");
 }
 
 // What GenerateKey and ImportKey wrote, for Token::WrittenKey.
@@ -202,6 +218,9 @@ absl::StatusOr<std::shared_ptr<const Key>> Token::GenerateKey(KeySpec spec, absl
 
 absl::StatusOr<std::vector<bool>> Token::StoreCertificates(const std::vector<CertificateToStore>& certs,
                                                            absl::Time deadline) {
+  for (const CertificateToStore& c : certs) {
+    RETURN_IF_ERROR(CheckNoControlCharacter(c.label, absl::StrCat("the certificate label \"", absl::CHexEscape(c.label), "\"")));
+  }
   AdminLock admin(*this);
   auto created = WithSession(deadline, [&](Session& s) -> absl::StatusOr<std::vector<bool>> {
     ASSIGN_OR_RETURN(std::vector<std::string> present, internal::CertificateValues(*module_, s.handle()));

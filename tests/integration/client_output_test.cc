@@ -111,6 +111,20 @@ TEST_F(ClientOutputTest, KeygenAndItsErrorsPrintNoRawControlCharacter) {
   EXPECT_EQ(RawControls(r.err), "") << r.err;
 }
 
+TEST_F(ClientOutputTest, AgentWritesNoLabelWithAControlCharacter) {
+  // Other tools (pkcs11-tool, p11tool) print labels raw: the agent does not
+  // put such a label on the token, and the token is left as it was.
+  CommandResult before = agent_->Smimectl({"keys", "--json"});
+  ASSERT_EQ(before.exit_code, 0) << before.err;
+  for (const std::string& label : {kEvil + "-2", std::string("tab\there"), std::string("del\x7f")}) {
+    CommandResult r = agent_->Smimectl({"keygen", "--type", "p256", "--label", label});
+    EXPECT_EQ(r.exit_code, 2) << r.err;
+    EXPECT_THAT(r.err, HasSubstr("the key label holds a control character")) << r.err;
+  }
+  CommandResult after = agent_->Smimectl({"keys", "--json"});
+  EXPECT_EQ(after.out, before.out);
+}
+
 // A self-signed certificate and key whose rfc822Name is `email`, as PEM
 // files in `dir`. Made with the library: no command line tool writes a line
 // feed into an address.
