@@ -3,9 +3,12 @@
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 
+#include <algorithm>
 #include <optional>
+#include <vector>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "agent/engine/cms_util.h"
 #include "agent/engine/mime.h"
@@ -135,6 +138,21 @@ std::string AddrSpec(absl::string_view from) {
   return absl::AsciiStrToLower(absl::StripAsciiWhitespace(from));
 }
 
+// The header block that starts the signed content, when it starts with
+// one (a MIME entity does; its first line is a header field); empty
+// otherwise. Only the header is looked at, whatever the content's size.
+absl::string_view InnerHeaders(absl::string_view content) {
+  size_t end = std::min(content.find("\r\n\r\n"), content.find("\n\n"));
+  if (end == absl::string_view::npos || end > EntitySource::kMaxHeaderBytes) return {};
+  absl::string_view first_line = content.substr(0, content.find('\n'));
+  size_t colon = first_line.find(':');
+  if (colon == absl::string_view::npos || colon == 0 ||
+      first_line.substr(0, colon).find_first_of(" \t") != absl::string_view::npos) {
+    return {};
+  }
+  return content.substr(0, end);
+}
+
 }  // namespace
 
 absl::StatusOr<VerifyResult> SmimeEngine::Verify(ByteSource& input, ByteSource* detached_content,
@@ -227,14 +245,29 @@ absl::StatusOr<VerifyResult> SmimeEngine::Verify(ByteSource& input, ByteSource* 
     if (i < sk_CMS_SignerInfo_num(infos)) info.signing_time = SigningTime(sk_CMS_SignerInfo_value(infos, i));
     result.signers.push_back(std::move(info));
   }
-  std::string from = HeaderValue(parsed.outer_headers, "From");
-  if (!from.empty()) {
+  // The From the reader sees (the outer header) and a From inside the
+  // signed part (a wrapped message/rfc822, protected headers) must both be
+  // a signer's; the first that is not is reported.
+  std::vector<absl::string_view> header_blocks = {parsed.outer_headers};
+  absl::string_view inner = InnerHeaders(result.content);
+  header_blocks.push_back(inner);
+  if (absl::StartsWithIgnoreCase(HeaderValue(inner, "Content-Type"), "message/rfc822")) {
+    // The signed part wraps a whole message: its From is the one shown.
+    size_t body = inner.size() + (absl::string_view(result.content).substr(inner.size(), 4) == "\r\n\r\n" ? 4 : 2);
+    header_blocks.push_back(InnerHeaders(absl::string_view(result.content).substr(body)));
+  }
+  for (absl::string_view headers : header_blocks) {
+    std::string from = HeaderValue(headers, "From");
+    if (from.empty()) continue;
     std::string addr = AddrSpec(from);
     bool found = false;
     for (const SignerInfo& s : result.signers) {
       for (const std::string& e : s.emails) found = found || e == addr;
     }
-    if (!found) result.from_mismatch = addr;
+    if (!found) {
+      result.from_mismatch = addr;
+      break;
+    }
   }
   return result;
 }

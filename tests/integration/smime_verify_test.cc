@@ -221,6 +221,59 @@ INSTANTIATE_TEST_SUITE_P(
                       FromCase{"NoFrom", "", ""}),
     [](const auto& p) { return p.param.name; });
 
+// A From inside the signed part is the one many mail clients show (the
+// protected-headers style, or a whole message/rfc822 signed): it must be a
+// signer's too, whatever the outer header says.
+struct InnerFromCase {
+  std::string name;
+  std::string outer;   // header fields before the signed entity (agent-signed), or "" (openssl-signed entity)
+  std::string entity;  // the signed entity
+  std::string warning;  // expected address in the warning; empty for none
+};
+void PrintTo(const InnerFromCase& c, std::ostream* os) { *os << c.name; }
+
+class InnerFromTest : public SmimeTest, public ::testing::WithParamInterface<InnerFromCase> {};
+
+TEST_P(InnerFromTest, TheSignedPartsFromIsCheckedToo) {
+  const InnerFromCase& c = GetParam();
+  TempDir tmp;
+  std::string signed_file;
+  if (c.outer.empty()) {
+    // openssl signs the entity as given, its own From field included.
+    WriteFile(tmp.File("entity"), c.entity);
+    CommandResult s = OpensslWithToken({"cms", "-sign", "-binary", "-in", tmp.File("entity"), "-signer", Cert("alice"),
+                                        "-inkey", TokenKeyUri("alice"), "-out", tmp.File("signed.eml")});
+    ASSERT_EQ(s.exit_code, 0) << s.err;
+    signed_file = tmp.File("signed.eml");
+  } else {
+    signed_file = AgentSigned(tmp, c.outer + c.entity);
+  }
+  CommandResult r = Ctl({"verify", "--ca", TestCa(), "--in", signed_file, "--out", tmp.File("out")});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::string warning = "smimectl: warning: the signer's certificate does not name the From address ";
+  if (c.warning.empty()) {
+    EXPECT_THAT(r.err, Not(HasSubstr("warning"))) << r.err;
+  } else {
+    EXPECT_THAT(r.err, HasSubstr(warning + c.warning + "\n"));
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Froms, InnerFromTest,
+    ::testing::Values(
+        InnerFromCase{"ProtectedHeaderMismatch", "",
+                      "From: CEO <ceo@example.com>\r\nContent-Type: text/plain\r\n\r\nwire the money\r\n",
+                      "ceo@example.com"},
+        InnerFromCase{"ProtectedHeaderMatch", "",
+                      "From: Alice <alice@example.com>\r\nContent-Type: text/plain\r\n\r\nhello\r\n", ""},
+        InnerFromCase{"WrappedMessageMismatch", "From: alice@example.com\r\nSubject: fwd\r\n",
+                      "Content-Type: message/rfc822\r\n\r\nFrom: CEO <ceo@example.com>\r\nSubject: pay\r\n\r\n"
+                      "wire the money\r\n",
+                      "ceo@example.com"},
+        InnerFromCase{"BodyLineIsNoHeader", "",
+                      "Content-Type: text/plain\r\n\r\nFrom: ceo@example.com (quoted in the body)\r\n", ""}),
+    [](const auto& p) { return p.param.name; });
+
 // ---------------------------------------------------------------------------
 // Regressions: each of these was a bug once (found by these tests).
 
