@@ -12,6 +12,7 @@
 namespace smime::agent {
 
 void CrlfCanonicalizer::Append(absl::string_view in, std::string* out) {
+  if (in.empty()) return;  // (memchr may not be given the null data() of an empty view)
   out->reserve(out->size() + in.size() + in.size() / 32);
   const char* const begin = in.data();
   const char* const end = begin + in.size();

@@ -257,6 +257,7 @@ absl::StatusOr<VerifyResult> SmimeEngine::Verify(ByteSource& input, ByteSource* 
     header_blocks.push_back(InnerHeaders(absl::string_view(result.content).substr(body)));
   }
   for (absl::string_view headers : header_blocks) {
+    if (headers.empty()) continue;
     std::string from = HeaderValue(headers, "From");
     if (from.empty()) continue;
     std::string addr = AddrSpec(from);
