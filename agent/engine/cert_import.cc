@@ -3,7 +3,6 @@
 #include <openssl/asn1.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
-#include <openssl/pkcs12.h>
 
 #include <cstring>
 #include <optional>
@@ -13,6 +12,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "agent/engine/cert_policy.h"
+#include "agent/engine/pkcs12.h"
 #include "common/log.h"
 #include "common/status_macros.h"
 #include "tokens/certificate.h"
@@ -192,137 +192,12 @@ namespace smime::agent {
 namespace {
 
 // What was found in a PKCS#12 file's bags.
-struct Pkcs12Contents {
-  std::vector<SslPtr<EVP_PKEY>> keys;
-  std::string key_name;  // friendlyName of the (first) key bag
-  std::vector<CertPtr> certs;
-  std::vector<std::string> cert_names;
-};
-
-std::string FriendlyName(const PKCS12_SAFEBAG* bag) {
-  char* name = PKCS12_get_friendlyname(const_cast<PKCS12_SAFEBAG*>(bag));
-  if (name == nullptr) return "";
-  std::string out(name);
-  OPENSSL_free(name);
-  return out;
-}
-
-absl::Status ReadBags(const STACK_OF(PKCS12_SAFEBAG) * bags, const char* pass, int passlen, int depth,
-                      Pkcs12Contents& out) {
-  for (int i = 0; i < sk_PKCS12_SAFEBAG_num(bags); ++i) {
-    const PKCS12_SAFEBAG* bag = sk_PKCS12_SAFEBAG_value(bags, i);
-    switch (PKCS12_SAFEBAG_get_nid(bag)) {
-      case NID_keyBag:
-      case NID_pkcs8ShroudedKeyBag: {
-        PKCS8_PRIV_KEY_INFO* p8 = nullptr;
-        bool shrouded = PKCS12_SAFEBAG_get_nid(bag) == NID_pkcs8ShroudedKeyBag;
-        if (shrouded) {
-          p8 = PKCS12_decrypt_skey(bag, pass, passlen);
-          if (p8 == nullptr) {
-            ClearSslErrors();
-            return absl::InvalidArgumentError(
-                "the PKCS#12 private key cannot be decrypted (wrong PKCS#12 password, or an unsupported cipher)");
-          }
-        }
-        const PKCS8_PRIV_KEY_INFO* info = shrouded ? p8 : PKCS12_SAFEBAG_get0_p8inf(bag);
-        EVP_PKEY* key = info != nullptr ? EVP_PKCS82PKEY(info) : nullptr;
-        // The ASN.1 free of PKCS8_PRIV_KEY_INFO clears its key octets.
-        PKCS8_PRIV_KEY_INFO_free(p8);
-        if (key == nullptr) {
-          ClearSslErrors();
-          return absl::InvalidArgumentError("the PKCS#12 private key is malformed or of an unsupported type");
-        }
-        if (out.keys.empty()) out.key_name = FriendlyName(bag);
-        out.keys.emplace_back(key);
-        break;
-      }
-      case NID_certBag: {
-        if (PKCS12_SAFEBAG_get_bag_nid(bag) != NID_x509Certificate) break;
-        X509* cert = PKCS12_SAFEBAG_get1_cert(bag);
-        if (cert == nullptr) {
-          ClearSslErrors();
-          return absl::InvalidArgumentError("a certificate in the PKCS#12 file is malformed");
-        }
-        out.certs.emplace_back(cert, X509_free);
-        out.cert_names.push_back(FriendlyName(bag));
-        break;
-      }
-      case NID_safeContentsBag:
-        if (depth > 3) return absl::InvalidArgumentError("the PKCS#12 file nests bags too deeply");
-        RETURN_IF_ERROR(ReadBags(PKCS12_SAFEBAG_get0_safes(bag), pass, passlen, depth + 1, out));
-        break;
-      default:
-        break;  // CRL and secret bags: not ours to import
-    }
-  }
-  return absl::OkStatus();
-}
-
-absl::StatusOr<Pkcs12Contents> ParsePkcs12(absl::string_view data, const tokens::SecretBuffer& password) {
-  if (data.size() > kMaxPkcs12FileBytes) {
-    return absl::InvalidArgumentError(absl::StrCat("the PKCS#12 file is larger than ", kMaxPkcs12FileBytes, " bytes"));
-  }
-  ClearSslErrors();
-  const unsigned char* p = reinterpret_cast<const unsigned char*>(data.data());
-  SslPtr<PKCS12> p12(d2i_PKCS12(nullptr, &p, static_cast<long>(data.size())));
-  if (!p12) {
-    ClearSslErrors();
-    return absl::InvalidArgumentError("the file is not PKCS#12 (DER, as openssl pkcs12 -export writes it)");
-  }
-  // NUL-terminated copy for OpenSSL's char* interface; wiped on return.
-  std::vector<char> pass(password.size() + 1, '\0');
-  std::memcpy(pass.data(), password.data(), password.size());
-  struct Wipe {
-    std::vector<char>* v;
-    ~Wipe() { OPENSSL_cleanse(v->data(), v->size()); }
-  } wipe{&pass};
-  const int passlen = static_cast<int>(password.size());
-  if (PKCS12_mac_present(p12.get()) && PKCS12_verify_mac(p12.get(), pass.data(), passlen) != 1) {
-    ClearSslErrors();
-    return absl::InvalidArgumentError("wrong PKCS#12 password");
-  }
-  STACK_OF(PKCS7)* safes = PKCS12_unpack_authsafes(p12.get());
-  if (safes == nullptr) {
-    ClearSslErrors();
-    return absl::InvalidArgumentError("the PKCS#12 file is malformed (no readable contents)");
-  }
-  Pkcs12Contents out;
-  absl::Status st;
-  for (int i = 0; st.ok() && i < sk_PKCS7_num(safes); ++i) {
-    PKCS7* p7 = sk_PKCS7_value(safes, i);
-    STACK_OF(PKCS12_SAFEBAG)* bags = nullptr;
-    int nid = OBJ_obj2nid(p7->type);
-    if (nid == NID_pkcs7_data) {
-      bags = PKCS12_unpack_p7data(p7);
-    } else if (nid == NID_pkcs7_encrypted) {
-      bags = PKCS12_unpack_p7encdata(p7, pass.data(), passlen);
-    } else {
-      continue;
-    }
-    if (bags == nullptr) {
-      unsigned long err = ERR_peek_last_error();
-      ClearSslErrors();
-      st = absl::InvalidArgumentError(absl::StrCat(
-          "the PKCS#12 file's contents cannot be decrypted",
-          ERR_GET_REASON(err) == ERR_R_UNSUPPORTED || ERR_GET_LIB(err) == ERR_LIB_EVP
-              ? " (a cipher OpenSSL does not offer here; is the legacy provider loaded?)"
-              : ""));
-      break;
-    }
-    st = ReadBags(bags, pass.data(), passlen, 0, out);
-    sk_PKCS12_SAFEBAG_pop_free(bags, PKCS12_SAFEBAG_free);
-  }
-  sk_PKCS7_pop_free(safes, PKCS7_free);
-  RETURN_IF_ERROR(st);
-  return out;
-}
-
 }  // namespace
 
 absl::StatusOr<ImportedPkcs12> CertificateImporter::ImportPkcs12(absl::string_view data,
                                                                  const tokens::SecretBuffer& password,
                                                                  absl::Time now, absl::Time deadline) {
-  ASSIGN_OR_RETURN(Pkcs12Contents contents, ParsePkcs12(data, password));
+  ASSIGN_OR_RETURN(Pkcs12Contents contents, ParsePkcs12(data, password, deadline));
   if (contents.keys.empty()) {
     return absl::InvalidArgumentError(
         "the PKCS#12 file holds no private key; import its certificates with import-cert");

@@ -176,5 +176,49 @@ TEST_F(Pkcs12Test, RefusalsWriteNothing) {
   EXPECT_THAT(open.err, HasSubstr("chmod 600"));
 }
 
+// A file that asks for more key-derivation work than the agent allows is
+// refused before the work: the file openssl writes with 65,536 iterations,
+// one of its counts raised to 8,388,607 (the same three DER bytes), for the
+// MAC, the encrypted certificates and the shrouded key in turn.
+TEST_F(Pkcs12Test, IterationCountsOverTheBoundAreRefusedBeforeAnyDerivation) {
+  TempDir tmp;
+  const std::string count = std::string("\x02\x03\x01\x00\x00", 5);  // INTEGER 65536
+  const std::string raised = std::string("\x02\x03\x7f\xff\xff", 5);  // INTEGER 8388607
+  std::string with_mac = ReadFile(MakeP12(tmp, "p12mac", "rsa:2048", {"-iter", "65536"}));
+  std::string no_mac = ReadFile(MakeP12(tmp, "p12nomac", "rsa:2048", {"-iter", "65536", "-nomac", "-certpbe", "AES-256-CBC"}));
+  auto raise = [&](std::string der, size_t which) {
+    size_t at = std::string::npos;
+    for (size_t i = 0; i <= which; ++i) at = der.find(count, at == std::string::npos ? 0 : at + 1);
+    EXPECT_NE(at, std::string::npos) << "occurrence " << which;
+    if (at != std::string::npos) der.replace(at, count.size(), raised);
+    return der;
+  };
+  // openssl writes the certificates' encrypted safe, then the key's, then
+  // the MAC: three counts with the MAC, two without.
+  auto occurrences = [&](const std::string& der) {
+    size_t n = 0;
+    for (size_t at = der.find(count); at != std::string::npos; at = der.find(count, at + 1)) ++n;
+    return n;
+  };
+  ASSERT_EQ(occurrences(with_mac), 3u);
+  ASSERT_EQ(occurrences(no_mac), 2u);
+  WriteFile(tmp.File("mac.p12"), raise(with_mac, 2));
+  WriteFile(tmp.File("certs.p12"), raise(no_mac, 0));
+  WriteFile(tmp.File("key.p12"), raise(no_mac, 1));
+
+  std::string before = TokenObjects();
+  for (const auto& [file, pass, what] : std::vector<std::tuple<std::string, std::string, std::string>>{
+           {"mac.p12", "p12mac.pass", "for its MAC"},
+           {"certs.p12", "p12nomac.pass", "for its encrypted contents"},
+           {"key.p12", "p12nomac.pass", "for a private key"}}) {
+    CommandResult r = Ctl({"import-p12", "--in", tmp.File(file), "--password-file", tmp.File(pass)});
+    EXPECT_EQ(r.exit_code, 2) << file << ": " << r.err;
+    EXPECT_THAT(r.err, HasSubstr("asks for 8388607 iterations of key derivation " + what)) << file;
+    EXPECT_THAT(r.err, HasSubstr("at most 2000000")) << file;
+  }
+  EXPECT_EQ(TokenObjects(), before);
+  EXPECT_EQ(Ctl({"keys"}).exit_code, 0);
+}
+
 }  // namespace
 }  // namespace smime::lifecycle_test
