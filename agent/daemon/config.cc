@@ -33,6 +33,30 @@ absl::Status Read(const toml::table& t, const char* key, T* out) {
 
 }  // namespace
 
+const std::vector<IntSetting>& IntSettings() {
+  static const std::vector<IntSetting> kSettings = {
+      {"max_sessions", &Config::max_sessions, 1, 256, "concurrent token sessions"},
+      {"max_request_bytes", &Config::max_request_bytes, static_cast<int64_t>(kMinRequestBytes), int64_t{1} << 30,
+       "largest single gRPC message (a unary request, or one chunk of a streamed one)"},
+      {"max_message_bytes", &Config::max_message_bytes, 1024, int64_t{1} << 30,
+       "largest message content to sign or encrypt (signed or encrypted input may be about 3/2 of it)"},
+      {"drain_seconds", &Config::drain_seconds, 1, 600,
+       "at shutdown, how long calls in flight may take before they are cancelled and abandoned"},
+      {"max_connections", &Config::max_connections, 8, 65536,
+       "connections at once (other uids than the agent's share three quarters of them)"},
+      {"max_connections_per_uid", &Config::max_connections_per_uid, 1, 65536,
+       "connections at once from one uid other than the agent's"},
+      {"connection_idle_seconds", &Config::connection_idle_seconds, 1, 86400,
+       "close a connection that has had no call for this long"},
+      {"max_calls_per_client", &Config::max_calls_per_client, 1, 4096, "calls in flight from one client process"},
+      {"stream_idle_seconds", &Config::stream_idle_seconds, 1, 3600,
+       "cancel a streamed call that moves no data for this long"},
+      {"max_bytes_in_flight", &Config::max_bytes_in_flight, 0, int64_t{1} << 40,
+       "message bytes all streamed calls together may hold (0: four times the largest input)"},
+  };
+  return kSettings;
+}
+
 absl::StatusOr<Config> LoadConfigFile(const std::string& path) {
   toml::table table;
   try {
@@ -44,11 +68,11 @@ absl::StatusOr<Config> LoadConfigFile(const std::string& path) {
   } catch (const std::exception& e) {
     return absl::InvalidArgumentError(absl::StrCat("cannot read config ", path, ": ", e.what()));
   }
-  static const std::set<std::string> kKnown = {
-      "module", "token", "pin_file", "pin_env", "socket", "data_dir", "log_level", "audit_log",
-      "max_sessions", "max_request_bytes", "max_message_bytes", "allow_final_pin_try"};
+  std::set<std::string> known = {"module", "token", "pin_file", "pin_env", "socket", "data_dir",
+                                 "log_level", "audit_log", "allow_final_pin_try"};
+  for (const IntSetting& s : IntSettings()) known.insert(s.key);
   for (const auto& [key, value] : table) {
-    if (!kKnown.count(std::string(key.str()))) {
+    if (!known.count(std::string(key.str()))) {
       return absl::InvalidArgumentError(
           absl::StrCat("config ", path, ": unknown key \"", std::string(key.str()), "\""));
     }
@@ -64,9 +88,9 @@ absl::StatusOr<Config> LoadConfigFile(const std::string& path) {
            {"log_level", &c.log_level}, {"audit_log", &c.audit_log}}) {
     if (st = Read(table, key, field); !st.ok()) return st;
   }
-  if (st = Read(table, "max_sessions", &c.max_sessions); !st.ok()) return st;
-  if (st = Read(table, "max_request_bytes", &c.max_request_bytes); !st.ok()) return st;
-  if (st = Read(table, "max_message_bytes", &c.max_message_bytes); !st.ok()) return st;
+  for (const IntSetting& s : IntSettings()) {
+    if (st = Read(table, s.key, &(c.*s.field)); !st.ok()) return st;
+  }
   if (st = Read(table, "allow_final_pin_try", &c.allow_final_pin_try); !st.ok()) return st;
   return c;
 }
@@ -79,16 +103,18 @@ absl::Status Validate(const Config& c) {
     return absl::InvalidArgumentError(
         "a token needs a PIN: pass --pin-file FILE or --pin-env VAR (or set pin_file/pin_env)");
   }
-  if (c.max_sessions < 1 || c.max_sessions > 256) {
-    return absl::InvalidArgumentError("max_sessions must be between 1 and 256");
-  }
   if (c.max_request_bytes < static_cast<int64_t>(kMinRequestBytes) || c.max_request_bytes > (int64_t{1} << 30)) {
     return absl::InvalidArgumentError(absl::StrCat("max_request_bytes must be between ", HumanBytes(kMinRequestBytes),
                                                    " and 1 GiB (S/MIME data travels in ",
                                                    HumanBytes(kStreamChunkBytes), " chunks)"));
   }
-  if (c.max_message_bytes < 1024 || c.max_message_bytes > (int64_t{1} << 30)) {
-    return absl::InvalidArgumentError("max_message_bytes must be between 1 KiB and 1 GiB");
+  for (const IntSetting& s : IntSettings()) {
+    if (c.*s.field < s.min || c.*s.field > s.max) {
+      return absl::InvalidArgumentError(absl::StrCat(s.key, " must be between ", s.min, " and ", s.max));
+    }
+  }
+  if (c.max_connections_per_uid > c.max_connections) {
+    return absl::InvalidArgumentError("max_connections_per_uid must not be more than max_connections");
   }
   LogLevel level;
   if (!ParseLogLevel(c.log_level, &level)) {

@@ -14,9 +14,11 @@
 #include <functional>
 #include <iostream>
 #include <memory>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "absl/synchronization/mutex.h"
 #include "agent/rpc/audit.h"
 #include "agent/daemon/config.h"
@@ -104,12 +106,9 @@ int Run(int argc, char** argv) {
   flags.Option("--data-dir", &Config::data_dir, "embedded store directory (default: " + DefaultDataDir() + ")");
   flags.Option("--log-level", &Config::log_level, "debug, info, warning or error");
   flags.Option("--audit-log", &Config::audit_log, "append audit lines to this file instead of stderr");
-  flags.Option("--max-sessions", &Config::max_sessions, "concurrent token sessions");
-  flags.Option("--max-request-bytes", &Config::max_request_bytes,
-               "largest single gRPC message (a unary request, or one chunk of a streamed one)");
-  flags.Option("--max-message-bytes", &Config::max_message_bytes,
-               "largest message content to sign or encrypt (signed or encrypted input may be "
-               "about 3/2 of it)");
+  for (const IntSetting& setting : IntSettings()) {
+    flags.Option("--" + absl::StrReplaceAll(setting.key, {{"_", "-"}}), setting.field, setting.help);
+  }
   flags.Flag("--allow-final-pin-try", &Config::allow_final_pin_try,
              "log in even when the token says a wrong PIN now locks it");
   try {
@@ -244,7 +243,20 @@ int Run(int argc, char** argv) {
   SMIME_LOG(kInfo, "shutdown").Kv("signal", strsignal(sig));
   (*listener)->Stop();  // no new connections; socket file removed
   server->GetHealthCheckService()->SetServingStatus(false);
-  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  // gRPC cancels the calls still running at the drain deadline, then waits
+  // for their handlers to return. One that never does (a token call that
+  // hangs) must not keep the agent from stopping: a watchdog ends the process
+  // a little after the deadline, without the logout (the session belongs to
+  // the hung call's thread; closing the process ends it on the token).
+  const auto drain = std::chrono::seconds(config.drain_seconds);
+  std::thread([drain] {
+    std::this_thread::sleep_for(drain + std::chrono::seconds(2));
+    SMIME_LOG(kError, "drain_deadline_passed")
+        .Kv("drain_seconds", std::chrono::duration_cast<std::chrono::seconds>(drain).count())
+        .Kv("note", "a call did not return after it was cancelled; exiting without waiting for it");
+    std::_Exit(1);
+  }).detach();
+  server->Shutdown(std::chrono::system_clock::now() + drain);
   server->Wait();
   (*token)->Logout();
   token->reset();

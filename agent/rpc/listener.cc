@@ -24,12 +24,17 @@ absl::Status Errno(absl::StatusCode code, const std::string& what) {
   return absl::Status(code, absl::StrCat(what, ": ", std::strerror(errno)));
 }
 
-// mkdir -p; the last component gets mode 0700 and must end up private.
+// mkdir -p; the last component is created with mode 0700. A directory that
+// already exists is never chmodded (it may be /tmp, or shared on purpose):
+// it must already be private to this user.
 absl::Status MakePrivateDir(const std::string& dir) {
+  bool created = false;
   for (size_t pos = 1; pos <= dir.size(); ++pos) {
     if (pos != dir.size() && dir[pos] != '/') continue;
     std::string part = dir.substr(0, pos);
-    if (::mkdir(part.c_str(), pos == dir.size() ? 0700 : 0755) != 0 && errno != EEXIST) {
+    if (::mkdir(part.c_str(), pos == dir.size() ? 0700 : 0755) == 0) {
+      created = pos == dir.size();
+    } else if (errno != EEXIST) {
       return Errno(absl::StatusCode::kFailedPrecondition, absl::StrCat("cannot create ", part));
     }
   }
@@ -44,8 +49,13 @@ absl::Status MakePrivateDir(const std::string& dir) {
     return absl::FailedPreconditionError(
         absl::StrCat("socket directory ", dir, " belongs to another user; choose another --socket"));
   }
-  if ((st.st_mode & 077) != 0 && ::chmod(dir.c_str(), 0700) != 0) {
-    return Errno(absl::StatusCode::kFailedPrecondition, absl::StrCat("cannot chmod 700 ", dir));
+  if ((st.st_mode & 077) != 0) {
+    // Ours from the mkdir above (the umask decided its mode): made private.
+    if (created && ::chmod(dir.c_str(), 0700) == 0) return absl::OkStatus();
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "socket directory %s is open to other users (mode %04o); the socket goes in a directory only its "
+        "user can enter: choose another --socket, or chmod 700 the directory",
+        dir, st.st_mode & 07777));
   }
   return absl::OkStatus();
 }

@@ -119,6 +119,32 @@ TEST_F(StartupTest, UnknownTokenAndModuleAreClear) {
   EXPECT_THAT(r.err, HasSubstr("cannot load PKCS#11 module /nonexistent/module.so"));
 }
 
+TEST_F(StartupTest, SocketDirectoryItDidNotCreateIsNeverChmodded) {
+  // An existing directory open to others (as /tmp is): refused, mode kept.
+  const std::string shared = tmp_.File("shared");
+  ASSERT_EQ(::mkdir(shared.c_str(), 0700), 0);
+  ASSERT_EQ(::chmod(shared.c_str(), 01777), 0);
+  std::vector<std::string> args = testing::AgentArgs(token_);
+  args.insert(args.end(), {"--socket", shared + "/agent.sock"});
+  CommandResult r = RunAgent(args, token_.conf);
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("socket directory " + shared + " is open to other users (mode 1777)"));
+  struct stat st;
+  ASSERT_EQ(::stat(shared.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 01777u);
+  EXPECT_NE(::access((shared + "/agent.sock").c_str(), F_OK), 0);
+  // A directory it creates is made 0700 whatever the umask.
+  const std::string fresh = tmp_.File("fresh/run");
+  args = testing::AgentArgs(token_);
+  args.insert(args.end(), {"--socket", fresh + "/agent.sock"});
+  mode_t old = ::umask(0);
+  auto agent = AgentProcess::Start(args, token_.conf);
+  ::umask(old);
+  ASSERT_THAT(agent.status(), IsOk());
+  ASSERT_EQ(::stat(fresh.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0700u);
+}
+
 TEST_F(StartupTest, SecondAgentOnLiveSocketIsRefusedStaleSocketReplaced) {
   auto first = AgentProcess::Start(testing::AgentArgs(token_), token_.conf);
   ASSERT_THAT(first.status(), IsOk());

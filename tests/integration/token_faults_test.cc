@@ -48,10 +48,11 @@ class TokenFaultsTest : public ::testing::Test {
   }
 
   // Starts the agent on the token through the shim with `faults` in force.
-  void StartAgent(const std::string& faults = "") {
+  void StartAgent(const std::string& faults = "", const std::vector<std::string>& extra_args = {}) {
     Control(faults);
-    auto agent = AgentProcess::Start(testing::AgentArgs(token_, testing::FaultShimModule()), token_.conf,
-                                     control_.Env());
+    std::vector<std::string> args = testing::AgentArgs(token_, testing::FaultShimModule());
+    args.insert(args.end(), extra_args.begin(), extra_args.end());
+    auto agent = AgentProcess::Start(args, token_.conf, control_.Env());
     ASSERT_THAT(agent.status(), IsOk());
     agent_ = *std::move(agent);
     auto c = client::AgentClient::Connect(agent_->socket());
@@ -158,6 +159,23 @@ TEST_F(TokenFaultsTest, TokenPulledDuringSignatureFailsThatCallCleanly) {
   auto sig = Sign("alice", "after");
   ASSERT_THAT(sig.status(), IsOk()) << agent_->Log();
   EXPECT_TRUE(Verifies("alice", "after", *sig));
+}
+
+TEST_F(TokenFaultsTest, ShutdownDoesNotWaitForeverForACallThatHangsInTheToken) {
+  // The signature hangs inside C_Sign (until the shim's 120 s hold ends);
+  // SIGTERM must not wait for it beyond the drain deadline.
+  StartAgent("sign-hold\n", {"--drain-seconds", "1"});
+  absl::StatusOr<std::string> during = absl::UnknownError("not run");
+  std::thread signer([&] { during = Sign("alice", "during"); });
+  const bool inside = control_.WaitUntilSigning();
+  // Stop() sends SIGTERM and, after 20 s, SIGKILL (exit code 137).
+  const int code = agent_->Stop();
+  signer.join();
+  ASSERT_TRUE(inside) << "the signature never reached C_Sign\n" << agent_->Log();
+  EXPECT_EQ(code, 1) << agent_->Log();
+  EXPECT_TRUE(LogHasLine({"drain_deadline_passed", "drain_seconds=1"})) << agent_->Log();
+  EXPECT_FALSE(during.ok());
+  EXPECT_NE(::access(agent_->socket().c_str(), F_OK), 0) << "the socket file was left behind";
 }
 
 TEST_F(TokenFaultsTest, KeyGenerationWhileRemovedWritesNothing) {
