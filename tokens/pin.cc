@@ -39,6 +39,23 @@ void SecretBuffer::Wipe() {
   bytes_.clear();
 }
 
+absl::Status InitSecureHeap(size_t bytes, bool* locked) {
+  *locked = false;
+  if (CRYPTO_secure_malloc_initialized()) {
+    *locked = true;
+    return absl::OkStatus();
+  }
+  switch (CRYPTO_secure_malloc_init(bytes, 16)) {
+    case 1:
+      *locked = true;
+      return absl::OkStatus();
+    case 2:  // mapped and excluded from dumps, but mlock failed
+      return absl::OkStatus();
+    default:
+      return absl::InternalError("cannot set up OpenSSL's secure heap for secrets");
+  }
+}
+
 absl::StatusOr<SecretBuffer> ReadPinFile(const std::string& path) {
   SecretBuffer pin;
   RETURN_IF_ERROR(ReadSecretFile(path, "PIN file", "a PIN",

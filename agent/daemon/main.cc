@@ -6,6 +6,8 @@
 #include <openssl/provider.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <signal.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -90,6 +92,27 @@ class FlagOverrides {
   std::vector<std::function<void(Config&)>> apply_;
 };
 
+// The PIN, and the private numbers of keys being imported, live in this
+// process: no core dump may write them out, and no other process of the same
+// user may read its memory (/proc/PID/mem, ptrace; only root still can). The
+// secrets themselves sit in OpenSSL's secure heap, locked in memory.
+absl::Status ProtectSecrets() {
+  rlimit no_core{0, 0};
+  if (::setrlimit(RLIMIT_CORE, &no_core) != 0) {
+    return absl::InternalError(absl::StrCat("cannot turn off core dumps: ", std::strerror(errno)));
+  }
+  if (::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) {
+    return absl::InternalError(absl::StrCat("cannot make the process undumpable: ", std::strerror(errno)));
+  }
+  bool locked = false;
+  RETURN_IF_ERROR(tokens::InitSecureHeap(size_t{256} << 10, &locked));
+  if (!locked) {
+    SMIME_LOG(kWarning, "secure_heap")
+        .Kv("result", "not locked in memory (RLIMIT_MEMLOCK below 256 KiB); secrets may be swapped out");
+  }
+  return absl::OkStatus();
+}
+
 int Run(int argc, char** argv) {
   CLI::App app{"smime-agent: S/MIME private keys on a PKCS#11 token, served over gRPC"};
   app.set_version_flag("--version", SMIME_VERSION);
@@ -129,6 +152,7 @@ int Run(int argc, char** argv) {
   LogLevel level;
   ParseLogLevel(config.log_level, &level);
   SetLogLevel(level);
+  if (absl::Status st = ProtectSecrets(); !st.ok()) return Fail(st);
   if (config.socket.empty()) config.socket = DefaultSocketPath();
   if (config.data_dir.empty()) config.data_dir = DefaultDataDir();
 

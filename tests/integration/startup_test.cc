@@ -96,9 +96,8 @@ TEST_F(StartupTest, PinFromEnvironment) {
                                     "MY_TOKEN_PIN"},
                                    token_.conf, {{"MY_TOKEN_PIN", pin}});
   ASSERT_THAT(agent.status(), IsOk());
-  // The agent dropped the variable: its children would not inherit it.
-  std::string environ_file = ReadFile(absl::StrCat("/proc/", (*agent)->pid(), "/environ"));
-  (void)environ_file;  // /proc shows the initial environment; the unset is checked in pin_test.
+  // The agent dropped the variable (checked in pin_test: /proc shows only
+  // the initial environment, and only to root, the agent being undumpable).
   CommandResult r = RunAgent({"--module", testing::kSoftHsmModule, "--token", "start", "--pin-env", "UNSET_PIN_VAR",
                               "--socket", tmp_.File("x/agent.sock")},
                              token_.conf);
@@ -143,6 +142,37 @@ TEST_F(StartupTest, SocketDirectoryItDidNotCreateIsNeverChmodded) {
   ASSERT_THAT(agent.status(), IsOk());
   ASSERT_EQ(::stat(fresh.c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 07777, 0700u);
+}
+
+TEST_F(StartupTest, MemoryIsClosedToOtherProcessesOfTheUserAndNeverDumped) {
+  // As root, the agent and its peers run without capabilities, as every
+  // other user's processes do (a capable root process reads anything).
+  const std::vector<std::string> no_caps = {"setpriv", "--bounding-set=-all", "--inh-caps=-all", "--"};
+  const bool root = ::getuid() == 0;
+  std::vector<std::string> args = testing::AgentArgs(token_);
+  if (root) args.insert(args.begin(), testing::AgentBinary());
+  auto agent = root ? AgentProcess::StartProgram("/usr/bin/setpriv", [&] {
+    std::vector<std::string> a(no_caps.begin() + 1, no_caps.end());
+    a.insert(a.end(), args.begin(), args.end());
+    return a;
+  }(), token_.conf)
+                    : AgentProcess::Start(args, token_.conf);
+  ASSERT_THAT(agent.status(), IsOk());
+  const std::string proc = absl::StrCat("/proc/", (*agent)->pid());
+  EXPECT_THAT(ReadFile(proc + "/limits"), ::testing::ContainsRegex("Max core file size +0 +0 "));
+  auto as_peer = [&](std::vector<std::string> cmd) {
+    if (root) cmd.insert(cmd.begin(), no_caps.begin(), no_caps.end());
+    return cmd;
+  };
+  // Another process of the same user may not read its environment or memory...
+  CommandResult agent_env = RunCommand(as_peer({"cat", proc + "/environ"}));
+  EXPECT_NE(agent_env.exit_code, 0);
+  EXPECT_THAT(agent_env.err, HasSubstr("Permission denied"));
+  EXPECT_NE(RunCommand(as_peer({"cat", proc + "/mem"})).exit_code, 0);
+  // ...as it may of an ordinary process of the user.
+  CommandResult own = RunCommand(as_peer({"sh", "-c", "sleep 5 & cat /proc/$!/environ >/dev/null; s=$?; kill $!; exit $s"}));
+  EXPECT_EQ(own.exit_code, 0) << own.err;
+  EXPECT_THAT((*agent)->Log(), Not(HasSubstr("secure heap")));
 }
 
 TEST_F(StartupTest, SecondAgentOnLiveSocketIsRefusedStaleSocketReplaced) {

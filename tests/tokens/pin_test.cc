@@ -83,3 +83,20 @@ TEST(SecretBuffer, WipeEmpties) {
 
 }  // namespace
 }  // namespace smime::tokens
+
+namespace smime::tokens {
+namespace {
+
+TEST(SecretBufferTest, LivesInTheSecureHeapOnceThereIsOne) {
+  bool locked = false;
+  ASSERT_THAT(InitSecureHeap(size_t{64} << 10, &locked), IsOk());
+  SecretBuffer pin("123456", 6);
+  EXPECT_EQ(CRYPTO_secure_allocated(pin.data()), 1);
+  SecretBuffer moved = std::move(pin);
+  EXPECT_EQ(CRYPTO_secure_allocated(moved.data()), 1);
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(moved.data()), moved.size()), "123456");
+  EXPECT_TRUE(pin.empty());  // NOLINT(bugprone-use-after-move): a moved-from buffer is empty
+}
+
+}  // namespace
+}  // namespace smime::tokens
