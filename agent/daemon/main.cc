@@ -11,6 +11,8 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
+#include <climits>
 #include <cstdio>
 #include <cstring>
 #include <functional>
@@ -23,6 +25,7 @@
 #include "absl/strings/str_replace.h"
 #include "absl/synchronization/mutex.h"
 #include "agent/rpc/audit.h"
+#include "agent/rpc/call_limits.h"
 #include "agent/daemon/config.h"
 #include "agent/daemon/embedded_store.h"
 #include "agent/rpc/lifecycle_service.h"
@@ -113,6 +116,19 @@ absl::Status ProtectSecrets() {
   return absl::OkStatus();
 }
 
+// Room for max_connections sockets beside the token's and gRPC's own files.
+void RaiseFileLimit(int64_t max_connections) {
+  rlimit fds;
+  if (::getrlimit(RLIMIT_NOFILE, &fds) != 0) return;
+  rlim_t want = static_cast<rlim_t>(max_connections) + 256;
+  if (fds.rlim_cur >= want) return;
+  fds.rlim_cur = std::min(want, fds.rlim_max);
+  if (::setrlimit(RLIMIT_NOFILE, &fds) != 0 || fds.rlim_cur < want) {
+    SMIME_LOG(kWarning, "file_limit")
+        .Kv("result", absl::StrCat("only ", fds.rlim_cur, " open files allowed; max_connections needs ", want));
+  }
+}
+
 int Run(int argc, char** argv) {
   CLI::App app{"smime-agent: S/MIME private keys on a PKCS#11 token, served over gRPC"};
   app.set_version_flag("--version", SMIME_VERSION);
@@ -153,6 +169,7 @@ int Run(int argc, char** argv) {
   ParseLogLevel(config.log_level, &level);
   SetLogLevel(level);
   if (absl::Status st = ProtectSecrets(); !st.ok()) return Fail(st);
+  RaiseFileLimit(config.max_connections);
   if (config.socket.empty()) config.socket = DefaultSocketPath();
   if (config.data_dir.empty()) config.data_dir = DefaultDataDir();
 
@@ -233,21 +250,40 @@ int Run(int argc, char** argv) {
   }
 
   PeerRegistry peers;
+  CallLimitOptions limit_options;
+  limit_options.max_calls_per_client = static_cast<size_t>(config.max_calls_per_client);
+  limit_options.stream_idle = absl::Seconds(config.stream_idle_seconds);
+  limit_options.max_bytes_in_flight = config.max_bytes_in_flight > 0
+                                          ? static_cast<size_t>(config.max_bytes_in_flight)
+                                          : 4 * MaxEncodedBytes(static_cast<size_t>(config.max_message_bytes));
+  CallLimits limits(limit_options);
   ServiceOptions service_options;
   service_options.max_message_bytes = static_cast<size_t>(config.max_message_bytes);
+  service_options.limits = &limits;
   CertificateImporter importer(token->get());
   AgentService service(token->get(), &importer, &peers, &audit, service_options);
   LifecycleService lifecycle(token->get(), &importer, &peers, &audit);
+  lifecycle.SetLimits(&limits);
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
   builder.RegisterService(&service);
   builder.RegisterService(&lifecycle);
   builder.SetMaxReceiveMessageSize(static_cast<int>(config.max_request_bytes));
   builder.SetMaxSendMessageSize(static_cast<int>(config.max_request_bytes));
+  // A thread per call in flight, at most one per allowed connection: past
+  // that, gRPC answers RESOURCE_EXHAUSTED instead of starting more.
+  grpc::ResourceQuota quota("smime-agent");
+  quota.SetMaxThreads(static_cast<int>(config.max_connections));
+  builder.SetResourceQuota(quota);
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS,
+                             static_cast<int>(std::min<int64_t>(config.connection_idle_seconds * 1000, INT32_MAX)));
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, static_cast<int>(config.max_calls_per_client));
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server) return Fail(absl::InternalError("gRPC server failed to start"));
   server->GetHealthCheckService()->SetServingStatus(true);
-  (*listener)->Start(server.get(), &peers);
+  (*listener)->Start(server.get(), &peers,
+                     ConnectionLimits{static_cast<size_t>(config.max_connections),
+                                      static_cast<size_t>(config.max_connections_per_uid)});
   SMIME_LOG(kInfo, "ready")
       .Kv("socket", config.socket)
       .Kv("token", (*token)->label())

@@ -52,7 +52,17 @@ absl::StatusOr<Call> CallGate::Admit(const std::optional<PeerCred>& cred,
     return absl::PermissionDeniedError(absl::StrCat(
         "uid ", cred->uid, " may not use this agent; it serves uid ", own_uid_, " only"));
   }
-  return Call{*cred, CallDeadline(client_deadline, clock_(), default_deadline_)};
+  Call call{*cred, CallDeadline(client_deadline, clock_(), default_deadline_), nullptr};
+  if (limits_ != nullptr) {
+    ASSIGN_OR_RETURN(call.ticket, limits_->Enter(cred->pid));
+  }
+  return call;
+}
+
+absl::StatusOr<std::shared_ptr<CallTicket>> CallGate::EnterStream(const grpc::ServerContext& ctx) const {
+  if (limits_ == nullptr) return std::shared_ptr<CallTicket>();
+  std::optional<PeerCred> cred = peers_->LookupPeer(ctx.peer());
+  return limits_->Enter(cred ? cred->pid : 0);
 }
 
 template <typename ResolveFn>

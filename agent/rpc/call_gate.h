@@ -19,6 +19,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "agent/rpc/audit.h"
+#include "agent/rpc/call_limits.h"
 #include "agent/rpc/grpc_status.h"
 #include "agent/rpc/listener.h"
 #include "smime/agent/v1/agent.pb.h"
@@ -40,6 +41,7 @@ absl::Time CallDeadline(std::chrono::system_clock::time_point client_deadline, a
 struct Call {
   PeerCred peer;
   absl::Time deadline;
+  std::shared_ptr<CallTicket> ticket;  // its share of the agent; null without limits
 };
 
 class CallGate {
@@ -52,6 +54,13 @@ class CallGate {
            std::function<absl::Time()> clock = absl::Now);
   CallGate(const CallGate&) = delete;
   CallGate& operator=(const CallGate&) = delete;
+
+  // Per-client limits for the calls this gate admits (null: none).
+  void SetLimits(CallLimits* limits) { limits_ = limits; }
+  // The call's ticket, taken before a stream's first read (Admit takes the
+  // same one later): RESOURCE_EXHAUSTED when the client has too many calls
+  // in flight; null without limits.
+  absl::StatusOr<std::shared_ptr<CallTicket>> EnterStream(const grpc::ServerContext& ctx) const;
 
   // The caller of `ctx`, if it may call (see below), and the call's deadline.
   absl::StatusOr<Call> Admit(const grpc::ServerContext& ctx) const;
@@ -106,6 +115,7 @@ class CallGate {
   absl::Duration default_deadline_;
   std::function<absl::Time()> clock_;
   uid_t own_uid_;
+  CallLimits* limits_ = nullptr;
   std::string request_prefix_;
   std::atomic<uint64_t> request_counter_{0};
 };

@@ -22,6 +22,9 @@ class LifecycleService final : public v1::Lifecycle::Service {
   LifecycleService(tokens::Token* token, CertificateImporter* importer, const PeerRegistry* peers,
                    const AuditLog* audit, absl::Duration default_deadline = absl::Seconds(30));
 
+  // Per-client limits (ServiceOptions::limits); none until set.
+  void SetLimits(CallLimits* limits) { gate_.SetLimits(limits); }
+
   SMIME_UNARY_HANDLER(CreateCsr);
   SMIME_UNARY_HANDLER(ImportCertificates);
   SMIME_UNARY_HANDLER(ImportPkcs12);

@@ -15,6 +15,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
 #include "common/log.h"
 
 namespace smime::agent {
@@ -68,18 +69,63 @@ bool FillAddr(const std::string& path, sockaddr_un* addr) {
   return true;
 }
 
+ino_t InodeOf(int fd) {
+  struct stat st;
+  return ::fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode) ? st.st_ino : 0;
+}
+
+// At most one line a second for a kind of event that can come in floods;
+// the line counts the ones left out.
+class RateLimitedLog {
+ public:
+  explicit RateLimitedLog(const char* event) : event_(event) {}
+  // Logs (or counts) one occurrence with `what` as its reason.
+  void Note(const std::string& what, uid_t uid) {
+    absl::Time now = absl::Now();
+    if (now - last_ < absl::Seconds(1)) {
+      ++left_out_;
+      return;
+    }
+    SMIME_LOG(kWarning, event_).Kv("reason", what).Kv("peer_uid", uid).Kv("left_out", left_out_);
+    last_ = now;
+    left_out_ = 0;
+  }
+
+ private:
+  const char* event_;
+  absl::Time last_ = absl::InfinitePast();
+  size_t left_out_ = 0;
+};
+
 }  // namespace
 
 void PeerRegistry::Add(int fd, PeerCred cred) {
   absl::MutexLock lock(&mu_);
-  creds_[fd] = cred;
+  creds_[fd] = Entry{cred, InodeOf(fd)};
+}
+
+PeerRegistry::Counts PeerRegistry::PruneAndCount(uid_t uid, uid_t own_uid) {
+  absl::MutexLock lock(&mu_);
+  Counts counts;
+  for (auto it = creds_.begin(); it != creds_.end();) {
+    if (InodeOf(it->first) != it->second.inode) {
+      it = creds_.erase(it);
+      continue;
+    }
+    const uid_t peer = it->second.cred.uid;
+    ++counts.total;
+    counts.others += peer != own_uid && peer != 0;
+    counts.from_uid += peer == uid;
+    ++it;
+  }
+  return counts;
 }
 
 std::optional<PeerCred> PeerRegistry::Lookup(int fd) const {
   absl::MutexLock lock(&mu_);
   auto it = creds_.find(fd);
   if (it == creds_.end()) return std::nullopt;
-  return it->second;
+  return it->second.cred;
 }
 
 std::optional<PeerCred> PeerRegistry::LookupPeer(const std::string& grpc_peer) const {
@@ -150,11 +196,22 @@ UnixListener::~UnixListener() {
   ::close(wake_write_);
 }
 
-void UnixListener::Start(grpc::Server* server, PeerRegistry* peers) {
-  thread_ = std::thread([this, server, peers] { AcceptLoop(server, peers); });
+void UnixListener::Start(grpc::Server* server, PeerRegistry* peers, ConnectionLimits limits) {
+  thread_ = std::thread([this, server, peers, limits] { AcceptLoop(server, peers, limits); });
 }
 
-void UnixListener::AcceptLoop(grpc::Server* server, PeerRegistry* peers) {
+const char* UnixListener::Refusal(const PeerRegistry::Counts& counts, const ConnectionLimits& limits, bool trusted) {
+  if (counts.total >= limits.max_total) return "max_connections reached";
+  if (trusted) return nullptr;
+  if (counts.others >= limits.max_total - limits.max_total / 4) return "the other uids' share of max_connections reached";
+  if (counts.from_uid >= limits.max_per_other_uid) return "max_connections_per_uid reached";
+  return nullptr;
+}
+
+void UnixListener::AcceptLoop(grpc::Server* server, PeerRegistry* peers, ConnectionLimits limits) {
+  const uid_t own_uid = ::geteuid();
+  RateLimitedLog accept_failed("accept_failed");
+  RateLimitedLog refused("connection_refused");
   for (;;) {
     pollfd fds[2] = {{fd_, POLLIN, 0}, {wake_read_, POLLIN, 0}};
     int n = ::poll(fds, 2, -1);
@@ -168,8 +225,9 @@ void UnixListener::AcceptLoop(grpc::Server* server, PeerRegistry* peers) {
     int conn = ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
     if (conn < 0) {
       if (errno != EINTR && errno != EAGAIN && errno != ECONNABORTED) {
-        SMIME_LOG(kWarning, "accept_failed").Kv("error", std::strerror(errno));
-        if (errno == EMFILE || errno == ENFILE) ::usleep(100000);  // let fds free up
+        const int err = errno;
+        accept_failed.Note(std::strerror(err), static_cast<uid_t>(-1));
+        if (err == EMFILE || err == ENFILE) ::usleep(100000);  // let fds free up
       }
       continue;
     }
@@ -177,6 +235,12 @@ void UnixListener::AcceptLoop(grpc::Server* server, PeerRegistry* peers) {
     socklen_t len = sizeof(cred);
     if (::getsockopt(conn, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
       SMIME_LOG(kWarning, "peer_cred_failed").Kv("error", std::strerror(errno));
+      ::close(conn);
+      continue;
+    }
+    const PeerRegistry::Counts counts = peers->PruneAndCount(cred.uid, own_uid);
+    if (const char* why = Refusal(counts, limits, cred.uid == own_uid || cred.uid == 0)) {
+      refused.Note(why, cred.uid);
       ::close(conn);
       continue;
     }

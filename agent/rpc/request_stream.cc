@@ -17,4 +17,10 @@ absl::Status TooLarge(size_t max_message_bytes, bool encoded) {
                                                    " (the agent's --max-message-bytes)"));
 }
 
+absl::Status BudgetSpent(const CallLimits& limits) {
+  return absl::ResourceExhaustedError(absl::StrCat(
+      "the agent holds ", HumanBytes(limits.bytes_in_flight()), " of messages in flight, its limit of ",
+      HumanBytes(limits.options().max_bytes_in_flight), " (max_bytes_in_flight); try again shortly"));
+}
+
 }  // namespace smime::agent

@@ -16,6 +16,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "agent/engine/byte_stream.h"
+#include "agent/rpc/call_limits.h"
 #include "common/limits.h"
 #include "smime/agent/v1/agent.pb.h"
 
@@ -24,6 +25,25 @@ namespace smime::agent {
 // What a request over the limit hears: which limit, and where it is set.
 // `encoded`: the limit of signed or encrypted input (MaxEncodedBytes).
 absl::Status TooLarge(size_t max_message_bytes, bool encoded);
+// What a request hears when all streams together hold max_bytes_in_flight.
+absl::Status BudgetSpent(const CallLimits& limits);
+
+// Marks the current call's ticket (if any) as waiting on the client while
+// in scope: a blocking Read or Write.
+class WaitingOnClient {
+ public:
+  explicit WaitingOnClient(CallTicket* ticket) : ticket_(ticket) {
+    if (ticket_ != nullptr) ticket_->BeginWait();
+  }
+  ~WaitingOnClient() {
+    if (ticket_ != nullptr) ticket_->EndWait();
+  }
+  WaitingOnClient(const WaitingOnClient&) = delete;
+  WaitingOnClient& operator=(const WaitingOnClient&) = delete;
+
+ private:
+  CallTicket* ticket_;
+};
 
 // The data or content bytes of one request message.
 template <typename Req>
@@ -43,12 +63,25 @@ class RequestStream {
  public:
   class Part;
 
-  RequestStream(const grpc::ServerContext* ctx, grpc::ServerReaderWriter<Resp, Req>* stream)
-      : ctx_(ctx), stream_(stream) {}
+  // `ticket`: the call's share of the agent (CallLimits), or the reason
+  // the call gets none, which every read then returns; null: no limits.
+  RequestStream(grpc::ServerContext* ctx, grpc::ServerReaderWriter<Resp, Req>* stream,
+                absl::StatusOr<std::shared_ptr<CallTicket>> ticket = std::shared_ptr<CallTicket>())
+      : ctx_(ctx), stream_(stream) {
+    if (!ticket.ok()) {
+      status_ = ticket.status();
+    } else if ((ticket_ = *std::move(ticket)) != nullptr) {
+      ticket_->WatchStream(ctx);
+    }
+  }
 
   // Reads the first message, which must carry the options.
   absl::Status ReadOptions(Req* first) {
-    if (!stream_->Read(first)) return absl::InvalidArgumentError("the request stream was empty");
+    if (!status_.ok()) return status_;
+    if (!Read(first)) {
+      if (ctx_->IsCancelled()) return CancelStatus();
+      return absl::InvalidArgumentError("the request stream was empty");
+    }
     if (first->part_case() != Req::kOptions) return OutOfOrder();
     return absl::OkStatus();
   }
@@ -65,8 +98,17 @@ class RequestStream {
   }
   bool Count(int part_case, size_t bytes);
   bool NextOf(Part* part, std::string* chunk);
+  bool Read(Req* req) {
+    WaitingOnClient waiting(ticket_.get());
+    return stream_->Read(req);
+  }
+  absl::Status CancelStatus() const {
+    absl::Status why = ticket_ != nullptr ? ticket_->CancelReason() : absl::OkStatus();
+    return why.ok() ? absl::CancelledError("the caller cancelled the call") : why;
+  }
 
-  const grpc::ServerContext* ctx_;
+  grpc::ServerContext* ctx_;
+  std::shared_ptr<CallTicket> ticket_;
   grpc::ServerReaderWriter<Resp, Req>* stream_;
   Part* parts_[kMaxParts] = {};
   Req pending_;  // read but belonging to a later part
@@ -101,7 +143,8 @@ template <typename Resp, typename Req>
 bool RequestStream<Resp, Req>::Count(int part_case, size_t bytes) {
   Part* part = parts_[part_case];
   part->total_ += bytes;
-  return part->total_ <= part->max_bytes_ || Fail(part->too_large_);
+  if (part->total_ > part->max_bytes_) return Fail(part->too_large_);
+  return ticket_ == nullptr || ticket_->TakeBytes(bytes) || Fail(BudgetSpent(*ticket_->limits()));
 }
 
 template <typename Resp, typename Req>
@@ -109,10 +152,10 @@ bool RequestStream<Resp, Req>::NextOf(Part* part, std::string* chunk) {
   for (;;) {
     if (!status_.ok()) return false;
     if (!has_pending_) {
-      if (ended_ || !stream_->Read(&pending_)) {
+      if (ended_ || !Read(&pending_)) {
         ended_ = true;
         // A cancelled call also ends the reads: that is no end of message.
-        if (ctx_->IsCancelled()) return Fail(absl::CancelledError("the caller cancelled the call"));
+        if (ctx_->IsCancelled()) return Fail(CancelStatus());
         return false;
       }
       has_pending_ = true;
@@ -165,6 +208,7 @@ class ResponseSink final : public ByteSink {
     Resp resp;
     resp.set_data(std::move(buffer_));
     buffer_.clear();
+    WaitingOnClient waiting(CallTicket::Current());
     failed_ = !stream_->Write(resp);
   }
 
@@ -183,9 +227,9 @@ class StreamedRequest {
  public:
   using Part = typename RequestStream<Resp, Req>::Part;
 
-  StreamedRequest(const grpc::ServerContext* ctx, grpc::ServerReaderWriter<Resp, Req>* stream,
-                  size_t max_message_bytes, bool encoded)
-      : requests_(ctx, stream),
+  StreamedRequest(grpc::ServerContext* ctx, grpc::ServerReaderWriter<Resp, Req>* stream,
+                  absl::StatusOr<std::shared_ptr<CallTicket>> ticket, size_t max_message_bytes, bool encoded)
+      : requests_(ctx, stream, std::move(ticket)),
         read_(requests_.ReadOptions(&first_)),
         message_(&requests_, Req::kData, encoded ? MaxEncodedBytes(max_message_bytes) : max_message_bytes,
                  TooLarge(max_message_bytes, encoded)) {}
@@ -208,7 +252,10 @@ class StreamedRequest {
 // caller went away.
 template <typename Resp, typename Req>
 absl::Status SendResult(grpc::ServerReaderWriter<Resp, Req>* stream, const Resp& head, absl::string_view content) {
-  stream->Write(head);
+  {
+    WaitingOnClient waiting(CallTicket::Current());
+    stream->Write(head);
+  }
   ResponseSink out(stream);
   out.Write(content);
   return out.Flush();

@@ -14,7 +14,9 @@ namespace smime::agent {
 AgentService::AgentService(tokens::Token* token, CertificateImporter* importer, const PeerRegistry* peers,
                            const AuditLog* audit, ServiceOptions options)
     : token_(token), contacts_(token, importer), engine_(token), options_(options),
-      gate_(token, peers, audit, options.default_deadline) {}
+      gate_(token, peers, audit, options.default_deadline) {
+  gate_.SetLimits(options.limits);
+}
 
 grpc::Status AgentService::ListKeys(grpc::ServerContext* ctx, const v1::ListKeysRequest*,
                                     v1::ListKeysResponse* resp) {

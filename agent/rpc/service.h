@@ -29,6 +29,8 @@ struct ServiceOptions {
   // (verify, decrypt) may be MaxEncodedBytes() of it, so that whatever the
   // agent wrote it also reads back (common/limits.h).
   size_t max_message_bytes = kDefaultMaxMessageBytes;
+  // Per-client calls, stream idle time and bytes in flight; null: none.
+  CallLimits* limits = nullptr;
 };
 
 class AgentService final : public v1::Agent::Service {

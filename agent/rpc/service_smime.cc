@@ -16,7 +16,7 @@ namespace smime::agent {
 
 grpc::Status AgentService::Sign(grpc::ServerContext* ctx,
                                 grpc::ServerReaderWriter<v1::SignResponse, v1::SignRequest>* stream) {
-  StreamedRequest request(ctx, stream, options_.max_message_bytes, /*encoded=*/false);
+  StreamedRequest request(ctx, stream, gate_.EnterStream(*ctx), options_.max_message_bytes, /*encoded=*/false);
   const v1::SignOptions& options = request.options();
   ResponseSink out(stream);
   return gate_.Audited(*ctx, "smime_sign", SelectorForAudit(options.key()),
@@ -33,7 +33,7 @@ grpc::Status AgentService::Sign(grpc::ServerContext* ctx,
 grpc::Status AgentService::Verify(grpc::ServerContext* ctx,
                                   grpc::ServerReaderWriter<v1::VerifyResponse, v1::VerifyRequest>* stream) {
   return gate_.Serve(*ctx, [&](const Call& call) -> absl::Status {
-    StreamedRequest request(ctx, stream, options_.max_message_bytes, /*encoded=*/true);
+    StreamedRequest request(ctx, stream, gate_.EnterStream(*ctx), options_.max_message_bytes, /*encoded=*/true);
     RETURN_IF_ERROR(request.read_status());
     ASSIGN_OR_RETURN(VerifyOptions vopts, FromProto(request.options()));
     decltype(request)::Part content(request.requests(), v1::VerifyRequest::kContent, options_.max_message_bytes,
@@ -48,7 +48,7 @@ grpc::Status AgentService::Verify(grpc::ServerContext* ctx,
 
 grpc::Status AgentService::Encrypt(grpc::ServerContext* ctx,
                                    grpc::ServerReaderWriter<v1::EncryptResponse, v1::EncryptRequest>* stream) {
-  StreamedRequest request(ctx, stream, options_.max_message_bytes, /*encoded=*/false);
+  StreamedRequest request(ctx, stream, gate_.EnterStream(*ctx), options_.max_message_bytes, /*encoded=*/false);
   const v1::EncryptOptions& options = request.options();
   ResponseSink out(stream);
   // `audit`: set when the message is signed first, a private-key operation.
@@ -82,7 +82,7 @@ grpc::Status AgentService::Encrypt(grpc::ServerContext* ctx,
 
 grpc::Status AgentService::Decrypt(grpc::ServerContext* ctx,
                                    grpc::ServerReaderWriter<v1::DecryptResponse, v1::DecryptRequest>* stream) {
-  StreamedRequest request(ctx, stream, options_.max_message_bytes, /*encoded=*/true);
+  StreamedRequest request(ctx, stream, gate_.EnterStream(*ctx), options_.max_message_bytes, /*encoded=*/true);
   const v1::DecryptOptions& options = request.options();
   std::optional<VerifyOptions> verify;
   absl::StatusOr<DecryptVerifyResult> result = absl::UnknownError("not run");
