@@ -21,7 +21,7 @@ using CertPtr = std::shared_ptr<X509>;
 // and the call's deadline.
 class WorkBudget {
  public:
-  explicit WorkBudget(absl::Time deadline) : deadline_(deadline) {}
+  WorkBudget(absl::Time deadline, const Pkcs12WorkLimits& limits) : deadline_(deadline), limits_(limits) {}
 
   // Admits one derivation of `iterations` (ASN.1 INTEGER; null means 1, as
   // RFC 7292 defaults the MAC's) for `what` ("its MAC", ...).
@@ -33,15 +33,15 @@ class WorkBudget {
       return absl::InvalidArgumentError(absl::StrCat("the PKCS#12 file is malformed (the iteration count of ", what,
                                                      " is not a positive number)"));
     }
-    if (n > kMaxPkcs12Iterations) {
+    if (n > limits_.max_iterations) {
       return absl::InvalidArgumentError(absl::StrCat("the PKCS#12 file asks for ", n,
                                                      " iterations of key derivation for ", what,
-                                                     "; the agent accepts at most ", kMaxPkcs12Iterations));
+                                                     "; the agent accepts at most ", limits_.max_iterations));
     }
     total_ += n;
-    if (total_ > kMaxPkcs12TotalIterations) {
+    if (total_ > limits_.max_total_iterations) {
       return absl::InvalidArgumentError(absl::StrCat("the PKCS#12 file asks for more than ",
-                                                     kMaxPkcs12TotalIterations,
+                                                     limits_.max_total_iterations,
                                                      " iterations of key derivation in all"));
     }
     if (absl::Now() > deadline_) {
@@ -86,6 +86,7 @@ class WorkBudget {
   }
 
   absl::Time deadline_;
+  Pkcs12WorkLimits limits_;
   int64_t total_ = 0;
 };
 
@@ -156,7 +157,7 @@ absl::Status ReadBags(const STACK_OF(PKCS12_SAFEBAG) * bags, const char* pass, i
 }  // namespace
 
 absl::StatusOr<Pkcs12Contents> ParsePkcs12(absl::string_view data, const tokens::SecretBuffer& password,
-                                           absl::Time deadline) {
+                                           absl::Time deadline, const Pkcs12WorkLimits& limits) {
   if (data.size() > kMaxPkcs12FileBytes) {
     return absl::InvalidArgumentError(absl::StrCat("the PKCS#12 file is larger than ", kMaxPkcs12FileBytes, " bytes"));
   }
@@ -175,7 +176,7 @@ absl::StatusOr<Pkcs12Contents> ParsePkcs12(absl::string_view data, const tokens:
     ~Wipe() { OPENSSL_cleanse(v->data(), v->size()); }
   } wipe{&pass};
   const int passlen = static_cast<int>(password.size());
-  WorkBudget budget(deadline);
+  WorkBudget budget(deadline, limits);
   if (PKCS12_mac_present(p12.get())) {
     const ASN1_INTEGER* mac_iterations = nullptr;
     PKCS12_get0_mac(nullptr, nullptr, nullptr, &mac_iterations, p12.get());

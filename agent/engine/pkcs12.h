@@ -29,6 +29,13 @@ inline constexpr int64_t kMaxPkcs12Iterations = 2'000'000;
 // Largest sum of iteration counts over the whole file.
 inline constexpr int64_t kMaxPkcs12TotalIterations = 4 * kMaxPkcs12Iterations;
 
+// The bounds a parse runs under: the defaults above for import-p12; the
+// fuzz target sets them lower, so each input stays quick.
+struct Pkcs12WorkLimits {
+  int64_t max_iterations = kMaxPkcs12Iterations;
+  int64_t max_total_iterations = kMaxPkcs12TotalIterations;
+};
+
 struct Pkcs12Contents {
   std::vector<SslPtr<EVP_PKEY>> keys;
   std::string key_name;  // friendlyName of the (first) key bag
@@ -38,11 +45,11 @@ struct Pkcs12Contents {
 
 // The keys and certificates of PKCS#12 file `data` (DER), decrypted with
 // `password`. INVALID_ARGUMENT for a file that is malformed, too large, asks
-// for more key-derivation work than the bounds above, or whose MAC or
+// for more key-derivation work than `limits` allow, or whose MAC or
 // contents the password does not open; DEADLINE_EXCEEDED when `deadline`
 // passes between two derivations.
 absl::StatusOr<Pkcs12Contents> ParsePkcs12(absl::string_view data, const tokens::SecretBuffer& password,
-                                           absl::Time deadline);
+                                           absl::Time deadline, const Pkcs12WorkLimits& limits = {});
 
 }  // namespace smime::agent
 
