@@ -170,7 +170,8 @@ absl::StatusOr<Pkcs12Contents> ParsePkcs12(absl::string_view data, const tokens:
   }
   // NUL-terminated copy for OpenSSL's char* interface; wiped on return.
   std::vector<char> pass(password.size() + 1, '\0');
-  std::memcpy(pass.data(), password.data(), password.size());
+  // An empty password's buffer may have no storage at all (data() null).
+  if (!password.empty()) std::memcpy(pass.data(), password.data(), password.size());
   struct Wipe {
     std::vector<char>* v;
     ~Wipe() { OPENSSL_cleanse(v->data(), v->size()); }
