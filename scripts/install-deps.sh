@@ -20,7 +20,7 @@ export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -q
 $SUDO apt-get install -y -q --no-install-recommends \
   ca-certificates g++ cmake make pkg-config git \
-  openssl libssl-dev libp11-dev libp11-kit-dev p11-kit \
+  openssl libssl-dev libp11-dev libp11-kit-dev p11-kit p11-kit-modules \
   libgrpc++-dev libgrpc-dev protobuf-compiler protobuf-compiler-grpc libprotobuf-dev \
   libabsl-dev libcli11-dev nlohmann-json3-dev libtomlplusplus-dev \
   libgtest-dev libgmock-dev libbenchmark-dev \

@@ -80,7 +80,7 @@ constexpr Row kTable[] = {
     {CKR_USER_TYPE_INVALID, "CKR_USER_TYPE_INVALID", C::kInternal, ""},
     {CKR_USER_ANOTHER_ALREADY_LOGGED_IN, "CKR_USER_ANOTHER_ALREADY_LOGGED_IN", C::kFailedPrecondition, "another user (e.g. the SO) is logged in to the token"},
     {CKR_BUFFER_TOO_SMALL, "CKR_BUFFER_TOO_SMALL", C::kInternal, ""},
-    {CKR_CRYPTOKI_NOT_INITIALIZED, "CKR_CRYPTOKI_NOT_INITIALIZED", C::kInternal, ""},
+    {CKR_CRYPTOKI_NOT_INITIALIZED, "CKR_CRYPTOKI_NOT_INITIALIZED", C::kUnavailable, "the PKCS#11 module is not started (it lost its token and could not be started again yet)", "cannot be reached (its module is being started again); retry shortly"},
     {CKR_CRYPTOKI_ALREADY_INITIALIZED, "CKR_CRYPTOKI_ALREADY_INITIALIZED", C::kOk, ""},
     {CKR_RANDOM_NO_RNG, "CKR_RANDOM_NO_RNG", C::kUnimplemented, "the token has no random generator"},
     {CKR_DOMAIN_PARAMS_INVALID, "CKR_DOMAIN_PARAMS_INVALID", C::kInvalidArgument, "the token does not support this curve"},

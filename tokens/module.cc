@@ -6,6 +6,7 @@
 #include <cstdlib>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "common/log.h"
 
 namespace smime::tokens {
@@ -93,8 +94,81 @@ absl::StatusOr<std::shared_ptr<Module>> Module::Load(const std::string& path_or_
   return std::shared_ptr<Module>(new Module(dl, fl, std::move(path), owns));
 }
 
+Module::Use::Use(const Module& module) : module_(module) {
+  // Sequentially consistent with Reinitialize: either it sees this call in
+  // users_, or this call sees reinitializing_ and waits it out.
+  for (;;) {
+    module_.users_.fetch_add(1);
+    if (!module_.reinitializing_.load()) return;
+    module_.users_.fetch_sub(1);
+    module_.WaitWhileReinitializing();
+  }
+}
+
+void Module::WaitWhileReinitializing() const {
+  absl::MutexLock lock(&reinit_mu_);
+  reinit_mu_.Await(absl::Condition(
+      +[](std::atomic<bool>* busy) { return !busy->load(); }, &reinitializing_));
+}
+
+absl::Status Module::Reinitialize(uint64_t seen, absl::Duration wait) {
+  if (!owns_init_) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "PKCS#11 module ", path_, " was initialised by another library in the agent, so the agent cannot "
+        "start it again; restart the agent"));
+  }
+  absl::MutexLock one(&reinit_one_mu_);
+  if (generation_.load() != seen && initialized_) return absl::OkStatus();
+  if (absl::Now() - last_attempt_ < absl::Seconds(1)) {
+    return absl::UnavailableError(absl::StrCat("PKCS#11 module ", path_,
+                                               " was started again less than a second ago; retry shortly"));
+  }
+  last_attempt_ = absl::Now();
+  {
+    absl::MutexLock lock(&reinit_mu_);
+    reinitializing_.store(true);
+  }
+  struct Done {
+    const Module* m;
+    ~Done() {
+      absl::MutexLock lock(&m->reinit_mu_);
+      m->reinitializing_.store(false);
+    }
+  } done{this};
+  absl::Time give_up = absl::Now() + wait;
+  while (users_.load() != 0) {
+    if (absl::Now() > give_up) {
+      SMIME_LOG(kWarning, "module_reinitialize").Kv("module", path_).Kv("result", "calls still in the module");
+      return absl::UnavailableError(absl::StrCat("PKCS#11 module ", path_,
+                                                 " could not be started again: a call is still in it"));
+    }
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+  if (initialized_) {
+    // Whatever C_Finalize says, the sessions of this generation are gone.
+    (void)internal::CheckRv("C_Finalize", fl_->C_Finalize(nullptr));
+    initialized_ = false;
+    generation_.fetch_add(1);
+  }
+  CK_C_INITIALIZE_ARGS args = {};
+  args.flags = CKF_OS_LOCKING_OK;
+  absl::Status st = internal::CheckRv("C_Initialize", fl_->C_Initialize(&args));
+  if (!st.ok()) {
+    SMIME_LOG(kWarning, "module_reinitialize").Kv("module", path_).Kv("result", st.message());
+    return st;
+  }
+  initialized_ = true;
+  SMIME_LOG(kInfo, "module_reinitialize").Kv("module", path_).Kv("result", "OK").Kv("generation", generation_.load());
+  return absl::OkStatus();
+}
+
 Module::~Module() {
-  if (owns_init_) {
+  bool initialized;
+  {
+    absl::MutexLock one(&reinit_one_mu_);
+    initialized = initialized_;
+  }
+  if (owns_init_ && initialized) {
     (void)internal::CheckRv("C_Finalize", fl_->C_Finalize(nullptr));
   }
   // The library stays mapped (RTLD_NODELETE); dlclose only drops our count.

@@ -48,16 +48,18 @@ void Session::Reset() noexcept {
 }
 
 SessionPool::SessionPool(std::shared_ptr<Module> module, CK_SLOT_ID slot, size_t max_sessions)
-    : module_(std::move(module)), slot_(slot), max_sessions_(max_sessions < 1 ? 1 : max_sessions) {}
+    : module_(std::move(module)), max_sessions_(max_sessions < 1 ? 1 : max_sessions), slot_(slot),
+      module_generation_(module_->generation()) {}
 
 SessionPool::~SessionPool() {
   absl::MutexLock lock(&mu_);
-  for (CK_SESSION_HANDLE h : idle_) Close(h);
+  for (CK_SESSION_HANDLE h : idle_) CloseIfLive(h, generation_);
   idle_.clear();
 }
 
 absl::StatusOr<Session> SessionPool::Acquire(absl::Time deadline) {
   uint64_t generation;
+  CK_SLOT_ID slot;
   {
     absl::MutexLock lock(&mu_);
     auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -75,8 +77,9 @@ absl::StatusOr<Session> SessionPool::Acquire(absl::Time deadline) {
     }
     ++open_;  // reserve the slot; open outside the lock
     generation = generation_;
+    slot = slot_;
   }
-  absl::StatusOr<CK_SESSION_HANDLE> h = internal::OpenSession(*module_, slot_);
+  absl::StatusOr<CK_SESSION_HANDLE> h = internal::OpenSession(*module_, slot);
   if (!h.ok()) {
     absl::MutexLock lock(&mu_);
     --open_;
@@ -88,7 +91,7 @@ absl::StatusOr<Session> SessionPool::Acquire(absl::Time deadline) {
 void SessionPool::Release(CK_SESSION_HANDLE handle, uint64_t generation, bool broken) noexcept {
   absl::MutexLock lock(&mu_);
   if (broken || generation != generation_) {
-    Close(handle);
+    CloseIfLive(handle, generation);
     --open_;
     return;
   }
@@ -103,11 +106,26 @@ void SessionPool::Close(CK_SESSION_HANDLE handle) noexcept {
 bool SessionPool::InvalidateIfCurrent(uint64_t seen_generation) {
   absl::MutexLock lock(&mu_);
   if (seen_generation != generation_) return false;
-  for (CK_SESSION_HANDLE h : idle_) Close(h);
+  for (CK_SESSION_HANDLE h : idle_) CloseIfLive(h, generation_);
   open_ -= idle_.size();
   idle_.clear();
   ++generation_;
   return true;
+}
+
+void SessionPool::CloseIfLive(CK_SESSION_HANDLE handle, uint64_t generation) {
+  if (generation < restarted_at_ || module_->generation() != module_generation_) return;
+  Close(handle);
+}
+
+void SessionPool::Restart(CK_SLOT_ID slot) {
+  absl::MutexLock lock(&mu_);
+  open_ -= idle_.size();
+  idle_.clear();
+  ++generation_;
+  restarted_at_ = generation_;
+  module_generation_ = module_->generation();
+  slot_ = slot;
 }
 
 uint64_t SessionPool::generation() const {

@@ -75,6 +75,11 @@ class SessionPool {
   // Grows by one with each invalidation.
   uint64_t generation() const;
 
+  // After the module was started again (Module::Reinitialize): every
+  // session handed out or idle is dead and its handle may name a new
+  // session, so none is ever closed; sessions open on `slot` from now on.
+  void Restart(CK_SLOT_ID slot);
+
   size_t max_sessions() const { return max_sessions_; }
   size_t open_sessions() const;
 
@@ -83,13 +88,21 @@ class SessionPool {
   void Release(CK_SESSION_HANDLE handle, uint64_t generation, bool broken) noexcept;
   void Close(CK_SESSION_HANDLE handle) noexcept;
 
+  // Closes `handle` of pool generation `generation` unless the module was
+  // started again since it was opened.
+  void CloseIfLive(CK_SESSION_HANDLE handle, uint64_t generation) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
   std::shared_ptr<Module> module_;
-  const CK_SLOT_ID slot_;
   const size_t max_sessions_;
   mutable absl::Mutex mu_;
+  CK_SLOT_ID slot_ ABSL_GUARDED_BY(mu_);
   std::vector<CK_SESSION_HANDLE> idle_ ABSL_GUARDED_BY(mu_);
   size_t open_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t generation_ ABSL_GUARDED_BY(mu_) = 1;
+  // Sessions of pool generations from this one on were opened in module
+  // generation module_generation_.
+  uint64_t restarted_at_ ABSL_GUARDED_BY(mu_) = 1;
+  uint64_t module_generation_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace smime::tokens

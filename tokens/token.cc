@@ -19,7 +19,7 @@
 namespace smime::tokens {
 Token::Token(std::shared_ptr<Module> module, CK_SLOT_ID slot, const CK_TOKEN_INFO& info,
              size_t max_sessions)
-    : module_(std::move(module)), slot_(slot), info_(info),
+    : module_(std::move(module)), module_generation_(module_->generation()), slot_(slot), info_(info),
       label_(TrimPadded(info.label, sizeof(info.label))),
       serial_(TrimPadded(info.serialNumber, sizeof(info.serialNumber))),
       pool_(std::make_unique<SessionPool>(module_, slot, max_sessions)),
@@ -28,7 +28,7 @@ Token::Token(std::shared_ptr<Module> module, CK_SLOT_ID slot, const CK_TOKEN_INF
 Token::~Token() {
   pool_.reset();
   absl::MutexLock lock(&login_mu_);
-  if (anchor_session_ != CK_INVALID_HANDLE) {
+  if (anchor_session_ != CK_INVALID_HANDLE && module_->generation() == module_generation_.load()) {
     (void)P11_CALL(*module_, C_CloseSession, anchor_session_);
   }
 }
@@ -117,6 +117,68 @@ absl::Status Token::OpenAnchorLocked() {
   return absl::OkStatus();
 }
 
+namespace {
+// What a module says when its link to the token broke in a way only a new
+// C_Initialize mends.
+bool ModuleNeedsRestart(const absl::Status& st) {
+  std::optional<CK_RV> rv = CkrOf(st);
+  return rv == CKR_DEVICE_ERROR || rv == CKR_CRYPTOKI_NOT_INITIALIZED || rv == CKR_SLOT_ID_INVALID;
+}
+}  // namespace
+
+absl::Status Token::ReconnectLocked() {
+  if (module_->generation() == module_generation_.load()) {
+    absl::Status st = OpenAnchorLocked();
+    if (st.ok() || !ModuleNeedsRestart(st) || !RestartModuleLocked()) return st;
+  }
+  absl::Status st = FindSlotLocked();
+  // Started again, but cut off since, or without the token (a client module
+  // that connects lazily lists no slot while its server is away): once
+  // more, if a second has passed.
+  const bool not_listed = absl::IsUnavailable(st) && !CkrOf(st).has_value();
+  if (st.ok() || !(ModuleNeedsRestart(st) || not_listed) || !RestartModuleLocked()) {
+    return st;
+  }
+  return FindSlotLocked();
+}
+
+bool Token::RestartModuleLocked() {
+  if (!module_->owns_initialization()) return false;
+  absl::Status restarted = module_->Reinitialize(module_->generation(), absl::Seconds(2));
+  if (!restarted.ok()) {
+    SMIME_LOG(kWarning, "token_reconnect").Kv("token", label_).Kv("result", restarted.message());
+  }
+  return restarted.ok();
+}
+
+absl::Status Token::FindSlotLocked() {
+  CK_ULONG count = 0;
+  RETURN_IF_ERROR(P11_CALL(*module_, C_GetSlotList, CK_TRUE, nullptr, &count));
+  std::vector<CK_SLOT_ID> slots(count);
+  if (count > 0) RETURN_IF_ERROR(P11_CALL(*module_, C_GetSlotList, CK_TRUE, slots.data(), &count));
+  slots.resize(count);
+  std::optional<CK_SLOT_ID> found;
+  for (CK_SLOT_ID slot : slots) {
+    CK_TOKEN_INFO info;
+    if (!P11_CALL(*module_, C_GetTokenInfo, slot, &info).ok()) continue;
+    if (TrimPadded(info.label, sizeof(info.label)) == label_ &&
+        TrimPadded(info.serialNumber, sizeof(info.serialNumber)) == serial_) {
+      found = slot;
+      break;
+    }
+  }
+  if (!found) {
+    return absl::UnavailableError(absl::StrCat(
+        "token \"", label_, "\" cannot be reached: its module, started again, does not list it (a network HSM "
+        "out of reach, or the token removed); retry when it is back"));
+  }
+  slot_ = *found;
+  module_generation_.store(module_->generation());
+  pool_->Restart(slot_);
+  SMIME_LOG(kInfo, "token_slot_found").Kv("token", label_).Kv("slot", slot_);
+  return OpenAnchorLocked();
+}
+
 absl::StatusOr<bool> Token::LoginLocked() {
   CK_TOKEN_INFO info;
   RETURN_IF_ERROR(P11_CALL(*module_, C_GetTokenInfo, slot_, &info));
@@ -190,8 +252,14 @@ void Token::Logout() {
 
 absl::Status Token::Relogin(bool only_if_gone) {
   absl::MutexLock lock(&login_mu_);
+  if (module_->generation() != module_generation_.load()) {
+    // Another token of the module started it again: nothing from before
+    // lives, and no old handle may be closed (it may name a new session).
+    anchor_session_ = CK_INVALID_HANDLE;
+    reconnect_needed_ = true;
+  }
   if (only_if_gone && !reconnect_needed_) return absl::OkStatus();  // another caller reconnected
-  if (reconnect_needed_ && anchor_session_ == CK_INVALID_HANDLE) RETURN_IF_ERROR(OpenAnchorLocked());
+  if (reconnect_needed_ && anchor_session_ == CK_INVALID_HANDLE) RETURN_IF_ERROR(ReconnectLocked());
   absl::StatusOr<bool> logged_in = LoginLocked();
   std::optional<CK_RV> rv = CkrOf(logged_in.status());
   if (rv == CKR_SESSION_HANDLE_INVALID || rv == CKR_SESSION_CLOSED) {
@@ -219,7 +287,9 @@ void Token::NoteTokenGone(uint64_t generation) {
   if (!pool_->InvalidateIfCurrent(generation)) return;  // someone saw it first
   // Closed like the pool's idle sessions: dead now, or alive after a
   // spurious error; the reconnection opens a new one either way.
-  if (anchor_session_ != CK_INVALID_HANDLE) (void)P11_CALL(*module_, C_CloseSession, anchor_session_);
+  if (anchor_session_ != CK_INVALID_HANDLE && module_->generation() == module_generation_.load()) {
+    (void)P11_CALL(*module_, C_CloseSession, anchor_session_);
+  }
   anchor_session_ = CK_INVALID_HANDLE;
   reconnect_needed_ = true;
   SMIME_LOG(kWarning, "token_gone").Kv("token", label_).Kv("next", "the next operation reconnects");

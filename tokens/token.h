@@ -234,6 +234,18 @@ class Token {
   // Opens the anchor session, if the slot holds this token (same label and
   // serial): another card in the reader gets neither our PIN nor our calls.
   absl::Status OpenAnchorLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(login_mu_);
+  // OpenAnchorLocked after the token was gone. When the module's link to
+  // the token broke for good (CKR_DEVICE_ERROR and the like from a network
+  // HSM's client), starts the module again (Module::Reinitialize); after
+  // that, or after another token of the module did, finds the token's slot
+  // again by label and serial and starts the session pool afresh.
+  absl::Status ReconnectLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(login_mu_);
+  // Module::Reinitialize, for a module the agent initialised; false (and
+  // logged) when it was not done.
+  bool RestartModuleLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(login_mu_);
+  // After the module was started again: the token's slot found anew (by
+  // label and serial), the pool restarted on it, the anchor reopened.
+  absl::Status FindSlotLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(login_mu_);
   // C_Login with pin_ on the anchor session, unless the token's flags say
   // the PIN is locked, must be changed, or (without allow_final_try_) that
   // the next wrong one locks it. True when it logged in; false when the
@@ -257,7 +269,10 @@ class Token {
                                              absl::string_view ciphertext);
 
   std::shared_ptr<Module> module_;
-  const CK_SLOT_ID slot_;
+  // The module generation the slot, the anchor session and the pool's
+  // sessions belong to; once the module's is newer, they are all gone.
+  std::atomic<uint64_t> module_generation_;
+  CK_SLOT_ID slot_ ABSL_GUARDED_BY(login_mu_);
   CK_TOKEN_INFO info_;
   std::string label_;
   std::string serial_;

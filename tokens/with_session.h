@@ -19,7 +19,7 @@ namespace smime::tokens {
 template <typename Op>
 auto Token::WithSession(absl::Time deadline, Op op) -> decltype(op(std::declval<Session&>())) {
   for (int attempt = 0;; ++attempt) {
-    if (reconnect_needed_.load()) {
+    if (reconnect_needed_.load() || module_->generation() != module_generation_.load()) {
       if (absl::Status st = Relogin(/*only_if_gone=*/true); !st.ok()) return GoneStatus(st);
     }
     uint64_t generation = pool_->generation();
